@@ -1,0 +1,80 @@
+"""Sending to sockets through the channel layer.
+
+Every message is a JSON-ready dict with a dotted ``type``; each process batches
+the sends of one step into a single event-loop call, because ``async_to_sync``
+opens a fresh Redis connection per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from .conf import reactive_settings
+from .exceptions import ConfigurationError
+
+__all__ = ["diff_message", "error_message", "group_name", "layer", "send"]
+
+DIFF = "reactive.diff"
+ERROR = "reactive.error"
+
+
+def group_name(oid: str) -> str:
+    """The channel-layer group of an observer: short, hashed, valid for every layer."""
+    digest = hashlib.sha256(f"{reactive_settings.KEY_PREFIX}:{oid}".encode()).hexdigest()
+    return f"reactive.{digest[:32]}"
+
+
+def layer() -> Any:
+    """The configured channel layer; a clear error when there is none."""
+    alias = reactive_settings.CHANNEL_LAYER
+    channel_layer = get_channel_layer(alias)
+    if channel_layer is None:
+        raise ConfigurationError(
+            f"No channel layer {alias!r}: add it to CHANNEL_LAYERS (channels_redis)."
+        )
+    return channel_layer
+
+
+def diff_message(
+    oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The group message of one evaluation's changes."""
+    return {
+        "type": DIFF,
+        "observer": oid,
+        "version": version,
+        "primary_key": primary_key,
+        "changes": changes,
+    }
+
+
+def error_message(oid: str, code: str, message: str) -> dict[str, Any]:
+    """The group message telling subscribers their observer stopped."""
+    return {"type": ERROR, "observer": oid, "code": code, "message": message}
+
+
+def send(
+    *,
+    group_sends: Iterable[tuple[str, dict[str, Any]]] = (),
+    group_adds: Iterable[tuple[str, str]] = (),
+    group_discards: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Run every channel-layer operation of one step in one event-loop call."""
+    channel_layer = layer()
+    adds, sends, discards = list(group_adds), list(group_sends), list(group_discards)
+
+    async def run() -> None:
+        for group, channel in discards:
+            await channel_layer.group_discard(group, channel)
+        for group, message in sends:
+            await channel_layer.group_send(group, message)
+        for group, channel in adds:
+            await channel_layer.group_add(group, channel)
+
+    if adds or sends or discards:
+        async_to_sync(run)()

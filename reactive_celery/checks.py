@@ -1,0 +1,109 @@
+"""System checks: ``manage.py check`` names what is misconfigured and how to fix it.
+
+    reactive_celery.E001  no channel layer
+    reactive_celery.E002  the channel layer lives in one process only
+    reactive_celery.E003  no Celery app
+    reactive_celery.E004  no Redis URL
+    reactive_celery.E005  invalid REACTIVE_CELERY settings
+    reactive_celery.E006  channels_redis hosts keep redis-py's socket timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from .conf import reactive_settings
+from .exceptions import ConfigurationError
+
+__all__ = ["check_celery", "check_channel_layer", "check_settings"]
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Settings parse, and a Redis URL is set."""
+    reactive_settings.reload()
+    try:
+        url = reactive_settings.REDIS_URL
+    except ConfigurationError as exc:
+        return [Error(str(exc), id="reactive_celery.E005")]
+    if not url:
+        return [
+            Error(
+                "reactive_celery has no Redis to keep observers in.",
+                hint="Set REDIS_URL, or REACTIVE_CELERY = {'REDIS_URL': 'redis://host:6379/0'}.",
+                id="reactive_celery.E004",
+            )
+        ]
+    return []
+
+
+@register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A cross-process channel layer is configured, without the idle-socket timeout."""
+    try:
+        alias = reactive_settings.CHANNEL_LAYER
+    except ConfigurationError:
+        return []
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    config = layers.get(alias)
+    if not config:
+        return [
+            Error(
+                f"CHANNEL_LAYERS has no {alias!r} layer; pushes cannot reach sockets.",
+                hint="Configure channels_redis.core.RedisChannelLayer in CHANNEL_LAYERS.",
+                id="reactive_celery.E001",
+            )
+        ]
+    backend = config.get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer"):
+        return [
+            Error(
+                "InMemoryChannelLayer cannot carry messages from Celery workers to ASGI servers.",
+                hint="Use channels_redis.core.RedisChannelLayer (or RedisPubSubChannelLayer).",
+                id="reactive_celery.E002",
+            )
+        ]
+    errors = []
+    for host in (config.get("CONFIG") or {}).get("hosts", []):
+        if isinstance(host, dict) and host.get("socket_timeout", 0) is not None:
+            errors.append(
+                Error(
+                    "A channels_redis host leaves redis-py's default socket timeout, "
+                    "which drops every socket idle for 5 seconds (channels_redis #422).",
+                    hint='Give each host {"address": "redis://...", "socket_timeout": None}.',
+                    id="reactive_celery.E006",
+                )
+            )
+            break
+        if isinstance(host, str):
+            errors.append(
+                Error(
+                    "A channels_redis host is a plain URL, so redis-py's default socket "
+                    "timeout drops every socket idle for 5 seconds (channels_redis #422).",
+                    hint='Write hosts as {"address": "redis://...", "socket_timeout": None}.',
+                    id="reactive_celery.E006",
+                )
+            )
+            break
+    return errors
+
+
+@register()
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A Celery app exists in this process, so signals can enqueue evaluations."""
+    from celery import _state
+
+    apps = [app for app in _state._get_active_apps() if app.main != "default"]
+    if not apps:
+        return [
+            Error(
+                "No Celery app is loaded, so changes cannot be sent to workers.",
+                hint="Create one in <project>/celery.py and import it in <project>/__init__.py "
+                "(Celery's 'First steps with Django').",
+                id="reactive_celery.E003",
+            )
+        ]
+    return []

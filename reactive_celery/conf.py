@@ -1,0 +1,114 @@
+"""The ``REACTIVE_CELERY`` settings dict, read lazily with defaults.
+
+    REACTIVE_CELERY = {
+        "REDIS_URL": "redis://localhost:6379/0",   # default: settings.REDIS_URL
+        "KEY_PREFIX": "rc",
+    }
+
+Values are read on first access and re-read when ``setting_changed`` fires,
+so tests may use ``override_settings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+from .exceptions import ConfigurationError
+
+__all__ = ["DEFAULTS", "reactive_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Redis that holds observers, subscribers and results. None: settings.REDIS_URL.
+    "REDIS_URL": None,
+    # Every key this package writes starts with this prefix.
+    "KEY_PREFIX": "rc",
+    # Seconds a subscriber lives without a heartbeat from its socket.
+    "SUBSCRIBER_TTL": 120,
+    # Seconds between a socket's heartbeats; well under SUBSCRIBER_TTL.
+    "HEARTBEAT_INTERVAL": 30,
+    # Seconds an observer's state lives without a subscriber renewing it.
+    "OBSERVER_TTL": 600,
+    # Evaluations slower than this many seconds are logged as warnings.
+    "SLOW_EVALUATION": 1.0,
+    # Hard limit in seconds for one evaluation; over it the observer is stopped.
+    "EVALUATION_TIME_LIMIT": 30,
+    # Results with more items than this are logged as warnings.
+    "LARGE_RESULT": 1000,
+    # Celery queue for evaluate tasks; None: the app's default queue.
+    "QUEUE": None,
+    # Channel layer alias used to reach sockets.
+    "CHANNEL_LAYER": "default",
+    # Seconds an HTTP subscribe waits for an evaluation in progress to finish.
+    "LOCK_WAIT": 10.0,
+}
+
+_POSITIVE_NUMBERS = (
+    "SUBSCRIBER_TTL",
+    "HEARTBEAT_INTERVAL",
+    "OBSERVER_TTL",
+    "SLOW_EVALUATION",
+    "EVALUATION_TIME_LIMIT",
+    "LARGE_RESULT",
+    "LOCK_WAIT",
+)
+
+
+class ReactiveSettings:
+    """Attribute access to ``REACTIVE_CELERY`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        user = getattr(django_settings, "REACTIVE_CELERY", {}) or {}
+        if not isinstance(user, dict):
+            raise ConfigurationError("REACTIVE_CELERY must be a dict of settings.")
+        unknown = sorted(set(user) - set(DEFAULTS))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown REACTIVE_CELERY key(s): {', '.join(unknown)}. "
+                f"Known keys: {', '.join(sorted(DEFAULTS))}."
+            )
+        values = {**DEFAULTS, **user}
+        for key in _POSITIVE_NUMBERS:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(
+                    f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}."
+                )
+        if values["HEARTBEAT_INTERVAL"] >= values["SUBSCRIBER_TTL"]:
+            raise ConfigurationError(
+                "REACTIVE_CELERY['HEARTBEAT_INTERVAL'] must be shorter than "
+                "REACTIVE_CELERY['SUBSCRIBER_TTL'], or subscribers expire between heartbeats."
+            )
+        if values["REDIS_URL"] is None:
+            values["REDIS_URL"] = getattr(django_settings, "REDIS_URL", None)
+        return values
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid reactive_celery setting: {name!r}")
+        if self._cache is None:
+            self._cache = self._load()
+        return self._cache[name]
+
+    def reload(self) -> None:
+        """Forget cached values; called when Django settings change."""
+        self._cache = None
+
+
+reactive_settings = ReactiveSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("REACTIVE_CELERY", "REDIS_URL"):
+        reactive_settings.reload()
+        from . import store
+
+        store.reset_client()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,146 @@
+"""``@reactive``: mark a ViewSet or a view method as observable.
+
+    @reactive
+    class TaskViewSet(viewsets.ModelViewSet): ...          # observes list
+
+    class TaskViewSet(viewsets.ModelViewSet):
+        @reactive(dependencies=["auth.User"])
+        def retrieve(self, request, *args, **kwargs): ...
+
+        @reactive(primary_key="slug")
+        @action(detail=False)
+        def recent(self, request): ...
+
+Without ``?observe=<subscriber id>`` a decorated view answers exactly as before.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from django.utils.module_loading import import_string
+
+from .dependencies import tables_for
+from .spec import OBSERVE_PARAM
+
+__all__ = ["ReactiveOptions", "declared_tables", "reactive"]
+
+T = TypeVar("T")
+
+_USAGE = (
+    "Use @reactive on a ViewSet class or on a view method, e.g.\n"
+    "    @reactive\n"
+    "    class TaskViewSet(viewsets.ModelViewSet): ...\n"
+    "or\n"
+    "    @reactive(primary_key='id')\n"
+    "    def list(self, request, *args, **kwargs): ..."
+)
+
+
+@dataclass(frozen=True)
+class ReactiveOptions:
+    """How one view method is observed."""
+
+    dependencies: tuple[Any, ...] = ()
+    primary_key: str | None = None
+    per_user: bool = True
+
+
+@overload
+def reactive(target: T) -> T: ...
+
+
+@overload
+def reactive(
+    *,
+    dependencies: Iterable[Any] | None = None,
+    primary_key: str | None = None,
+    per_user: bool = True,
+) -> Callable[[T], T]: ...
+
+
+def reactive(
+    target: Any = None,
+    *,
+    dependencies: Iterable[Any] | None = None,
+    primary_key: str | None = None,
+    per_user: bool = True,
+) -> Any:
+    """Make a ViewSet's ``list``, or one view method, observable over WebSockets.
+
+    ``dependencies``: extra models or tables whose writes re-evaluate the view.
+    ``primary_key``: the item field that identifies rows (default: the model's pk).
+    ``per_user``: False shares one observer among users; the result must not
+    depend on the user (permissions are still checked on each subscribe).
+    """
+    if dependencies is not None and isinstance(dependencies, (str, bytes)):
+        raise TypeError("dependencies must be a list, e.g. dependencies=['app.Model'].")
+    if primary_key is not None and not isinstance(primary_key, str):
+        raise TypeError("primary_key must be the name of a field, e.g. primary_key='id'.")
+    if not isinstance(per_user, bool):
+        raise TypeError("per_user must be True or False.")
+    options = ReactiveOptions(tuple(dependencies or ()), primary_key, per_user)
+    if target is None:
+        return functools.partial(_apply, options=options)
+    return _apply(target, options=options)
+
+
+def _apply(target: Any, *, options: ReactiveOptions) -> Any:
+    if isinstance(target, type):
+        return _decorate_viewset(target, options)
+    if callable(target) and not isinstance(target, (staticmethod, classmethod)):
+        return _decorate_method(target, options)
+    raise TypeError(f"@reactive cannot decorate {target!r}. {_USAGE}")
+
+
+def _decorate_viewset(cls: type, options: ReactiveOptions) -> type:
+    from rest_framework.viewsets import ViewSetMixin
+
+    if not issubclass(cls, ViewSetMixin) or not callable(getattr(cls, "list", None)):
+        raise TypeError(
+            f"@reactive on a class needs a ViewSet with a list action; "
+            f"{cls.__name__} is not one. {_USAGE}"
+        )
+    method = cls.list  # type: ignore[attr-defined]
+    # A subclass of a reactive ViewSet may be decorated again with its own options.
+    method = getattr(method, "__wrapped__", method) if _is_reactive(method) else method
+    cls.list = _decorate_method(method, options)  # type: ignore[attr-defined]
+    return cls
+
+
+def _decorate_method(method: Callable[..., Any], options: ReactiveOptions) -> Callable[..., Any]:
+    if _is_reactive(method):
+        raise TypeError(f"{method.__qualname__} is already @reactive; apply it once.")
+
+    @functools.wraps(method)
+    def observed(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if OBSERVE_PARAM not in request.query_params:
+            return method(self, request, *args, **kwargs)
+        from .subscriptions import observe
+
+        return observe(self, request, method, options, args, kwargs)
+
+    observed.reactive_options = options  # type: ignore[attr-defined]
+    return observed
+
+
+def _is_reactive(method: Any) -> bool:
+    return getattr(method, "reactive_options", None) is not None
+
+
+def options_for(view: str, action: str) -> ReactiveOptions | None:
+    """The options of a decorated method, found from a spec's view path and action."""
+    try:
+        cls = import_string(view)
+    except ImportError:
+        return None
+    return getattr(getattr(cls, action, None), "reactive_options", None)
+
+
+def declared_tables(view: str, action: str) -> set[str]:
+    """Tables declared with ``dependencies=`` for a spec's view and action."""
+    options = options_for(view, action)
+    return tables_for(options.dependencies) if options else set()

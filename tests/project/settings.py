@@ -1,0 +1,96 @@
+"""Settings of the test project; every process of a test run imports them.
+
+The first process to import them starts a private Redis and picks a SQLite
+file (unless REDIS_URL / REACTIVE_SQLITE_PATH are set) and exports both, so
+the Celery workers and ASGI servers it starts share them.
+"""
+
+import os
+import tempfile
+
+from reactive_celery import redis_server
+
+REDIS_URL = redis_server.ensure()
+_redis = REDIS_URL.rstrip("/")
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+ROOT_URLCONF = "tests.project.urls"
+ASGI_APPLICATION = "tests.project.asgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "rest_framework",
+    "django_filters",
+    "channels",
+    "reactive_celery",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+if os.environ.get("REACTIVE_DATABASE", "sqlite") == "postgres":
+    _db = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "reactive_test",
+        "HOST": os.environ.get("REACTIVE_PG_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("REACTIVE_PG_PORT", "5432"),
+        "USER": os.environ.get("REACTIVE_PG_USER", "postgres"),
+        "PASSWORD": os.environ.get("REACTIVE_PG_PASSWORD", ""),
+        "CONN_MAX_AGE": 60,
+        "TEST": {"NAME": "reactive_test"},
+    }
+else:
+    _path = os.environ.setdefault(
+        "REACTIVE_SQLITE_PATH",
+        os.path.join(tempfile.mkdtemp(prefix="reactive-db-"), "test.sqlite3"),
+    )
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _path,
+        "OPTIONS": {"timeout": 30},
+        "TEST": {"NAME": _path},
+    }
+DATABASES = {"default": _db}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": f"{_redis}/2", "socket_timeout": None}],
+            "capacity": 2000,
+            "expiry": 30,
+        },
+    }
+}
+
+CELERY_BROKER_URL = f"{_redis}/1"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+REACTIVE_CELERY = {"REDIS_URL": f"{_redis}/0"}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"reactive_celery": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,12 @@
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter()
+router.register("items", views.ItemViewSet)
+router.register("limited", views.LimitedItemViewSet, basename="limited")
+router.register("paged", views.PagedItemViewSet, basename="paged")
+router.register("detailed", views.DetailedItemViewSet, basename="detailed")
+router.register("own", views.OwnItemViewSet, basename="own")
+
+urlpatterns = router.urls

@@ -1,0 +1,73 @@
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import permissions, viewsets
+from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import LimitOffsetPagination, PageNumberPagination
+from rest_framework.response import Response
+
+from reactive_celery import reactive
+
+from .models import Item
+from .serializers import DetailedItemSerializer, ItemSerializer
+
+
+@reactive
+class ItemViewSet(viewsets.ModelViewSet):
+    """Filters, ordering, retrieve and a custom list action."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer
+    filter_backends = [DjangoFilterBackend, OrderingFilter]
+    filterset_fields = ["enabled"]
+    ordering_fields = ["name", "position", "id"]
+
+    @reactive
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @reactive
+    @action(detail=False)
+    def enabled_names(self, request):
+        items = self.get_queryset().filter(enabled=True).order_by("name")
+        return Response(ItemSerializer(items, many=True).data)
+
+
+class TenPerPage(LimitOffsetPagination):
+    default_limit = 10
+
+
+@reactive
+class LimitedItemViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Item.objects.order_by("id")
+    serializer_class = ItemSerializer
+    pagination_class = TenPerPage
+
+
+class FivePerPage(PageNumberPagination):
+    page_size = 5
+
+
+@reactive
+class PagedItemViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Item.objects.order_by("id")
+    serializer_class = ItemSerializer
+    pagination_class = FivePerPage
+
+
+@reactive
+class DetailedItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Nests the category and tags: their tables are dependencies too."""
+
+    queryset = Item.objects.select_related("category").prefetch_related("tags")
+    serializer_class = DetailedItemSerializer
+
+
+@reactive
+class OwnItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Each user sees only their own items."""
+
+    serializer_class = ItemSerializer
+    permission_classes = [permissions.IsAuthenticated]
+
+    def get_queryset(self):
+        return Item.objects.filter(owner=self.request.user)
