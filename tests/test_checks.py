@@ -1,0 +1,52 @@
+"""System checks name the misconfiguration and the fix."""
+
+from django.test import override_settings
+
+from reactive_celery import checks
+
+REDIS_LAYER = {
+    "BACKEND": "channels_redis.core.RedisChannelLayer",
+    "CONFIG": {"hosts": [{"address": "redis://x/2", "socket_timeout": None}]},
+}
+
+
+def ids(errors):
+    return [e.id for e in errors]
+
+
+def test_test_project_passes_every_check():
+    assert checks.check_settings() == []
+    assert checks.check_channel_layer() == []
+    assert checks.check_celery() == []
+
+
+def test_missing_channel_layer_is_e001():
+    with override_settings(CHANNEL_LAYERS={}):
+        assert ids(checks.check_channel_layer()) == ["reactive_celery.E001"]
+
+
+def test_in_memory_layer_is_e002():
+    layer = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layer):
+        assert ids(checks.check_channel_layer()) == ["reactive_celery.E002"]
+
+
+def test_missing_redis_is_e004():
+    with override_settings(REACTIVE_CELERY={}, REDIS_URL=None):
+        errors = checks.check_settings()
+    assert ids(errors) == ["reactive_celery.E004"]
+    assert "REDIS_URL" in errors[0].hint
+
+
+def test_invalid_settings_are_e005():
+    with override_settings(REACTIVE_CELERY={"NOPE": 1}):
+        assert ids(checks.check_settings()) == ["reactive_celery.E005"]
+
+
+def test_socket_timeout_left_default_is_e006():
+    for host in ({"address": "redis://x/2"}, "redis://x/2"):
+        layer = {"default": {**REDIS_LAYER, "CONFIG": {"hosts": [host]}}}
+        with override_settings(CHANNEL_LAYERS=layer):
+            assert ids(checks.check_channel_layer()) == ["reactive_celery.E006"]
+    with override_settings(CHANNEL_LAYERS={"default": REDIS_LAYER}):
+        assert checks.check_channel_layer() == []

@@ -1,0 +1,66 @@
+"""Store operations against the real Redis: lock, dirty flag, queueing, lifetimes."""
+
+import pytest
+
+from reactive_celery import store
+from reactive_celery.exceptions import ForeignSubscriber
+
+TTL = 10_000
+
+
+def test_contended_lock_marks_dirty_and_the_holder_runs_again(store_redis):
+    assert store.acquire_or_mark_dirty("o1", "holder", TTL) == -2
+    assert store.acquire_or_mark_dirty("o1", "late", TTL) > 0
+    assert store.release_or_continue("o1", "holder", TTL) == 1  # rerun, lock kept
+    assert store.acquire_or_mark_dirty("o1", "later", TTL) > 0
+    assert store.release_or_continue("o1", "holder", TTL) == 1
+    assert store.release_or_continue("o1", "holder", TTL) == 0
+    assert not store_redis.exists("rc:lock:o1")
+
+
+def test_release_with_a_foreign_token_changes_nothing(store_redis):
+    store.acquire_or_mark_dirty("o1", "holder", TTL)
+    assert store.release_or_continue("o1", "thief", TTL) == -1
+    assert store_redis.get("rc:lock:o1") == "holder"
+
+
+def test_queue_dependents_queues_each_observer_once(store_redis):
+    store.save_observer(
+        "o1", spec="{}", items=[], meta={}, version=1, tables=["t1", "t2"], creator=""
+    )
+    store.save_observer("o2", spec="{}", items=[], meta={}, version=1, tables=["t2"], creator="")
+    observers, queued = store.queue_dependents({"t1", "t2"})
+    assert sorted(observers) == ["o1", "o2"] and sorted(queued) == ["o1", "o2"]
+    assert store.queue_dependents({"t2"})[1] == []
+    store.clear_queued("o1")
+    assert store.queue_dependents({"t1", "t3"}) == (["o1"], ["o1"])
+    assert store.queue_dependents({"nothing"}) == ([], [])
+
+
+def test_every_key_has_a_lifetime(store_redis):
+    store.register_subscriber("sub12345", "chan", "")
+    store.save_observer("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
+    store.subscribe("o1", "sub12345")
+    store.queue_dependents({"t"})
+    store.acquire_or_mark_dirty("o1", "holder", TTL)
+    store.acquire_or_mark_dirty("o1", "other", TTL)
+    for name in store_redis.keys("rc:*"):
+        assert store_redis.ttl(name) > 0, name
+
+
+def test_subscriber_id_of_another_user_is_refused(store_redis):
+    store.register_subscriber("sub12345", "chan-a", "1")
+    with pytest.raises(ForeignSubscriber):
+        store.register_subscriber("sub12345", "chan-b", "2")
+    assert store.get_subscriber("sub12345").channel == "chan-a"
+
+
+def test_reconnect_keeps_subscriptions_and_old_socket_close_is_ignored(store_redis):
+    store.register_subscriber("sub12345", "chan-a", "1")
+    store.save_observer("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="1")
+    store.subscribe("o1", "sub12345")
+    assert store.register_subscriber("sub12345", "chan-b", "1") == ["o1"]
+    assert store.remove_subscriber("sub12345", "chan-a") == []
+    assert store.is_subscribed("o1", "sub12345")
+    assert store.remove_subscriber("sub12345", "chan-b") == ["o1"]
+    assert store_redis.keys("rc:*") == []
