@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+import redis
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from . import broadcast, store
@@ -20,10 +21,18 @@ from .evaluation import result_from_response, view_path
 from .exceptions import ConfigurationError, ObserverError
 from .spec import OBSERVE_PARAM, ObserverSpec
 
-__all__ = ["SUBSCRIBER_ID", "observe", "user_key"]
+__all__ = ["SUBSCRIBER_ID", "StoreUnavailable", "observe", "user_key"]
 
 #: What a subscriber id may look like: a client-chosen random token.
 SUBSCRIBER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+class StoreUnavailable(APIException):
+    """503: the reactive store (Redis) or channel layer cannot be reached."""
+
+    status_code = 503
+    default_detail = "Live updates are unavailable right now (reactive store unreachable)."
+    default_code = "reactive_unavailable"
 
 
 def user_key(user: Any) -> str:
@@ -62,6 +71,20 @@ def observe(
     kwargs: dict[str, Any],
 ) -> Response:
     """Answer an observing GET: run the view, register the subscription, join the group."""
+    try:
+        return _observe(viewset, request, method, options, args, kwargs)
+    except (redis.RedisError, OSError) as exc:
+        raise StoreUnavailable() from exc
+
+
+def _observe(
+    viewset: Any,
+    request: Any,
+    method: Any,
+    options: ReactiveOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Response:
     sid = request.query_params.get(OBSERVE_PARAM, "")
     if not SUBSCRIBER_ID.fullmatch(sid):
         raise ValidationError(
@@ -96,7 +119,7 @@ def observe(
                 viewset, request, method, args, kwargs, spec, subscriber, user, options
             )
     except ObserverError as exc:
-        return Response({"detail": str(exc)}, status=503)
+        raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
         from .tasks import enqueue_evaluation
 

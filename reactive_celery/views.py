@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import broadcast, store
-from .subscriptions import SUBSCRIBER_ID, user_key
+from .subscriptions import SUBSCRIBER_ID, StoreUnavailable, user_key
 
 __all__ = ["UnsubscribeView"]
 
@@ -22,6 +23,12 @@ class UnsubscribeView(APIView):
 
     def post(self, request: Request) -> Response:
         """Called for the unsubscribe POST; 404 for unknown ids, 403 for another user's."""
+        try:
+            return self._unsubscribe(request)
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable() from exc
+
+    def _unsubscribe(self, request: Request) -> Response:
         oid = request.query_params.get("observer", "")
         sid = request.query_params.get("subscriber", "")
         if not oid or not sid:
