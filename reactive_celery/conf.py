@@ -43,6 +43,14 @@ DEFAULTS: dict[str, Any] = {
     "CHANNEL_LAYER": "default",
     # Seconds an HTTP subscribe waits for an evaluation in progress to finish.
     "LOCK_WAIT": 10.0,
+    # Diffs kept per observer so a reconnecting client can catch up without a reset.
+    "REPLAY_BUFFER": 100,
+    # Subscriptions one socket may hold at once.
+    "MAX_SUBSCRIPTIONS": 100,
+    # Largest client frame accepted, in bytes.
+    "MAX_FRAME_BYTES": 65536,
+    # Subscribe requests one socket may make per second (burst of the same size).
+    "SUBSCRIBE_RATE": 20,
 }
 
 _POSITIVE_NUMBERS = (
@@ -53,6 +61,10 @@ _POSITIVE_NUMBERS = (
     "EVALUATION_TIME_LIMIT",
     "LARGE_RESULT",
     "LOCK_WAIT",
+    "REPLAY_BUFFER",
+    "MAX_SUBSCRIPTIONS",
+    "MAX_FRAME_BYTES",
+    "SUBSCRIBE_RATE",
 )
 
 

@@ -21,7 +21,14 @@ from .dependencies import capture_tables
 from .exceptions import ObserverError, ObserverGone
 from .spec import ObserverSpec
 
-__all__ = ["ObserverForbidden", "Result", "evaluate_spec", "result_from_response", "view_path"]
+__all__ = [
+    "GetRequest",
+    "ObserverForbidden",
+    "Result",
+    "evaluate_spec",
+    "result_from_response",
+    "view_path",
+]
 
 #: Fields of a paginated answer kept beside the items.
 PAGINATION_FIELDS = ("count", "next", "previous")
@@ -67,28 +74,36 @@ def result_from_response(response: Response) -> Result:
     )
 
 
-class _Request(HttpRequest):
-    def __init__(self, spec: ObserverSpec) -> None:
+class GetRequest(HttpRequest):
+    """A GET built without a client: for workers and socket subscriptions."""
+
+    def __init__(self, path: str, query_string: str, host: str, secure: bool) -> None:
         super().__init__()
-        host, _, port = spec.host.partition(":")
+        hostname, _, port = host.partition(":")
         self.method = "GET"
-        self.path = self.path_info = spec.path
-        self.GET = QueryDict(spec.query_string)
+        self.path = self.path_info = path
+        self.GET = QueryDict(query_string)
         self.META.update(
             {
                 "REQUEST_METHOD": "GET",
-                "PATH_INFO": spec.path,
-                "QUERY_STRING": spec.query_string,
-                "HTTP_HOST": spec.host,
-                "SERVER_NAME": host or "localhost",
-                "SERVER_PORT": port or ("443" if spec.secure else "80"),
+                "PATH_INFO": path,
+                "QUERY_STRING": query_string,
+                "HTTP_HOST": host,
+                "SERVER_NAME": hostname or "localhost",
+                "SERVER_PORT": port or ("443" if secure else "80"),
                 "HTTP_ACCEPT": "application/json",
             }
         )
-        self._scheme = "https" if spec.secure else "http"
+        self._scheme = "https" if secure else "http"
 
     def _get_scheme(self) -> str:
         return self._scheme
+
+    def run_as(self, user: Any) -> GetRequest:
+        """Authenticate as ``user`` whatever DRF's authentication classes are."""
+        self.user = user
+        self._force_auth_user = user  # DRF's own hook (APIRequestFactory uses it)
+        return self
 
 
 def _user(pk: str | None) -> Any:
@@ -114,10 +129,8 @@ def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
     cls = getattr(match.func, "cls", None)
     if cls is None or view_path(cls) != spec.view:
         raise ObserverGone(f"{spec.path} no longer resolves to {spec.view}.")
-    request = _Request(spec)
-    user = _user(run_as)
-    request.user = user
-    request._force_auth_user = user  # DRF's own hook (APIRequestFactory uses it)
+    request = GetRequest(spec.path, spec.query_string, spec.host, spec.secure)
+    request.run_as(_user(run_as))
     with capture_tables() as tables:
         response = match.func(request, *match.args, **match.kwargs)
     status = getattr(response, "status_code", 500)

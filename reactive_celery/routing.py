@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from .consumers import SubscriberConsumer
+from .consumers import BatchedConsumer, SubscriberConsumer
 
 __all__ = ["websocket_urlpatterns"]
 
 websocket_urlpatterns = [
+    re_path(r"^ws/reactive/$", BatchedConsumer.as_asgi()),
     re_path(r"^ws/(?P<subscriber_id>[^/]+)$", SubscriberConsumer.as_asgi()),
 ]

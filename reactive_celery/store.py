@@ -4,6 +4,7 @@ Keys (all under ``KEY_PREFIX``, all with a lifetime)::
 
     obs:<oid>          hash  spec, items, meta, version, tables, creator, evaluations
     obs:<oid>:subs     set   subscriber ids
+    obs:<oid>:log      list  the last REPLAY_BUFFER diffs, newest first (JSON)
     sub:<sid>          hash  channel, user
     sub:<sid>:obs      set   observer ids
     dep:<table>        set   observer ids that read the table
@@ -67,8 +68,8 @@ def key(*parts: str) -> str:
     return ":".join((reactive_settings.KEY_PREFIX, *parts))
 
 
-def _observer_keys(oid: str) -> tuple[str, str]:
-    return key("obs", oid), key("obs", oid, "subs")
+def _observer_keys(oid: str) -> tuple[str, str, str]:
+    return key("obs", oid), key("obs", oid, "subs"), key("obs", oid, "log")
 
 
 def _subscriber_keys(sid: str) -> tuple[str, str]:
@@ -234,6 +235,32 @@ def save_observer(
     pipe.execute()
 
 
+def record_diff(oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]) -> None:
+    """Keep one evaluation's changes in the observer's bounded replay buffer."""
+    log_key = key("obs", oid, "log")
+    entry = {"version": version, "primary_key": primary_key, "changes": changes}
+    pipe = client().pipeline(transaction=True)
+    pipe.lpush(log_key, json.dumps(entry, separators=(",", ":")))
+    pipe.ltrim(log_key, 0, int(reactive_settings.REPLAY_BUFFER) - 1)
+    pipe.expire(log_key, int(reactive_settings.OBSERVER_TTL))
+    pipe.execute()
+
+
+def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:
+    """Diffs after ``since`` up to ``current``, oldest first; None when the buffer falls short."""
+    if since > current or since < 0:
+        return None
+    if since == current:
+        return []
+    needed = current - since
+    raw = client().lrange(key("obs", oid, "log"), 0, needed + 10)
+    entries = {e["version"]: e for e in map(json.loads, raw)}
+    wanted = range(since + 1, current + 1)
+    if any(version not in entries for version in wanted):
+        return None
+    return [entries[version] for version in wanted]
+
+
 def count_evaluation(oid: str) -> None:
     """Record an evaluation that changed nothing (for counts and status)."""
     client().hincrby(key("obs", oid), "evaluations", 1)
@@ -249,6 +276,11 @@ def subscribe(oid: str, sid: str) -> None:
     pipe.sadd(key("sub", sid, "obs"), oid)
     pipe.expire(key("sub", sid, "obs"), sub_ttl)
     pipe.execute()
+
+
+def subscription_count(sid: str) -> int:
+    """How many observers ``sid`` follows."""
+    return int(client().scard(key("sub", sid, "obs")))
 
 
 def is_subscribed(oid: str, sid: str) -> bool:
@@ -282,7 +314,7 @@ def unsubscribe(oid: str, sid: str) -> bool:
 def drop_observer(oid: str) -> list[str]:
     """Delete an observer's state and dependency entries; return its former subscribers."""
     r = client()
-    obs_key, subs_key = _observer_keys(oid)
+    obs_key, subs_key, _ = _observer_keys(oid)
     tables = json.loads(r.hget(obs_key, "tables") or "[]")
     former = list(r.smembers(subs_key))
     pipe = r.pipeline(transaction=True)
@@ -290,7 +322,14 @@ def drop_observer(oid: str) -> list[str]:
         pipe.srem(key("dep", table), oid)
     for sid in former:
         pipe.srem(key("sub", sid, "obs"), oid)
-    pipe.delete(obs_key, subs_key, key("queued", oid), key("dirty", oid), key("starts", oid))
+    pipe.delete(
+        obs_key,
+        subs_key,
+        key("obs", oid, "log"),
+        key("queued", oid),
+        key("dirty", oid),
+        key("starts", oid),
+    )
     pipe.execute()
     return former
 

@@ -21,7 +21,10 @@ from .evaluation import result_from_response, view_path
 from .exceptions import ConfigurationError, ObserverError
 from .spec import OBSERVE_PARAM, ObserverSpec
 
-__all__ = ["SUBSCRIBER_ID", "StoreUnavailable", "observe", "user_key"]
+__all__ = ["RESUME_ATTRIBUTE", "SUBSCRIBER_ID", "StoreUnavailable", "observe", "user_key"]
+
+#: Set on a socket's subscribe request to the version the client holds (resume).
+RESUME_ATTRIBUTE = "reactive_since"
 
 #: What a subscriber id may look like: a client-chosen random token.
 SUBSCRIBER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -171,18 +174,25 @@ def _subscribe_locked(
     group = broadcast.group_name(oid)
     sends = []
     if changes:
+        store.record_diff(oid, version, spec.primary_key, changes)
         sends.append((group, broadcast.diff_message(oid, version, spec.primary_key, changes)))
     # Existing subscribers get the catch-up diff before the new socket joins the group.
     broadcast.send(group_sends=sends, group_adds=[(group, subscriber.channel)])
     if store.get_subscriber(subscriber.id) is None:
         store.unsubscribe(oid, subscriber.id)
         raise NotFound("The subscriber's socket closed during the subscription.")
-    return Response(
-        {
-            "observer": oid,
-            "items": result.items,
-            "version": version,
-            "primary_key": spec.primary_key,
-            **result.meta,
-        }
-    )
+    answer: dict[str, Any] = {
+        "observer": oid,
+        "version": version,
+        "primary_key": spec.primary_key,
+        **result.meta,
+    }
+    since = getattr(request._request, RESUME_ATTRIBUTE, None)
+    diffs = store.replay(oid, since, version) if since is not None and stored else None
+    if diffs is not None:
+        answer["diffs"] = diffs
+    else:
+        answer["items"] = result.items
+        if since is not None:
+            answer["reset"] = True
+    return Response(answer)

@@ -127,6 +127,7 @@ def evaluate_observer(oid: str) -> int | None:
         evaluated=True,
     )
     if changes:
+        store.record_diff(oid, version, spec.primary_key, changes)
         message = broadcast.diff_message(oid, version, spec.primary_key, changes)
         broadcast.send(group_sends=[(broadcast.group_name(oid), message)])
         return version

@@ -1,0 +1,73 @@
+"""What both socket protocols share: owning a subscriber id, heartbeats, clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from .. import broadcast, store
+from ..conf import reactive_settings
+from ..exceptions import ForeignSubscriber
+from ..subscriptions import user_key
+
+__all__ = ["CLOSE_BAD_ID", "CLOSE_FOREIGN_ID", "SubscriberSocket", "call"]
+
+#: Close codes (4000-4999 are the application's own).
+CLOSE_BAD_ID = 4400
+CLOSE_FOREIGN_ID = 4403
+
+
+def call(func: Any, *args: Any) -> Any:
+    """Run a blocking store call off the event loop."""
+    return sync_to_async(func, thread_sensitive=False)(*args)
+
+
+class SubscriberSocket(AsyncWebsocketConsumer):
+    """A socket that owns one subscriber id in the store while it is open."""
+
+    subscriber_id: str | None = None
+    _heartbeat: asyncio.Task[None] | None = None
+
+    async def claim(self, sid: str) -> bool:
+        """Register ``sid`` for this socket and rejoin its groups; False if foreign."""
+        try:
+            observers = await call(
+                store.register_subscriber, sid, self.channel_name, user_key(self.scope.get("user"))
+            )
+        except ForeignSubscriber:
+            return False
+        self.subscriber_id = sid
+        for oid in observers:
+            await self.channel_layer.group_add(broadcast.group_name(oid), self.channel_name)
+        self._heartbeat = asyncio.ensure_future(self._beat())
+        return True
+
+    async def disconnect(self, code: int) -> None:
+        """Called when the socket closes: end every subscription of this subscriber."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self.subscriber_id is None:
+            return
+        observers = await call(store.remove_subscriber, self.subscriber_id, self.channel_name)
+        for oid in observers:
+            await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
+
+    async def send_json(self, frame: dict[str, Any]) -> None:
+        """Send one JSON frame."""
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def _beat(self) -> None:
+        # Renews the subscriber's lifetime and re-adds group memberships, which
+        # channels_redis expires by time since group_add, not by activity.
+        interval = reactive_settings.HEARTBEAT_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                observers = await call(store.heartbeat, self.subscriber_id, self.channel_name)
+                for oid in observers:
+                    await self.channel_layer.group_add(broadcast.group_name(oid), self.channel_name)
