@@ -60,6 +60,55 @@ class Socket:
         self._stack.close()
 
 
+class BatchedSocket:
+    """A WebSocket client of the batched protocol (``ws/reactive/``)."""
+
+    def __init__(self, port: int, cookies: dict[str, str] | None = None, origin: str | None = None):
+        headers = {"Origin": origin or f"http://127.0.0.1:{port}"}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        self._stack = ExitStack()
+        self.connection: ClientConnection = self._stack.enter_context(
+            connect(
+                f"ws://127.0.0.1:{port}/ws/reactive/",
+                additional_headers=headers,
+                open_timeout=10,
+                max_size=None,
+            )
+        )
+        self._next_id = 0
+        self.pushed: list[dict] = []
+
+    def send_raw(self, text: str) -> None:
+        self.connection.send(text)
+
+    def recv(self, timeout: float = 15) -> dict:
+        return json.loads(self.connection.recv(timeout=timeout))
+
+    def request(self, message: dict, timeout: float = 15) -> dict:
+        """Send one request with a fresh id; return its answer, keeping pushes aside."""
+        self._next_id += 1
+        self.connection.send(json.dumps({**message, "id": self._next_id}))
+        while True:
+            frame = self.recv(timeout)
+            if frame.get("id") == self._next_id:
+                return frame
+            self.pushed.append(frame)
+
+    def subscribe(self, url: str, **extra) -> dict:
+        answer = self.request({"type": "subscribe", "url": url, **extra})
+        assert answer["type"] == "subscribed", answer
+        return answer
+
+    def next_push(self, timeout: float = 15) -> dict:
+        if self.pushed:
+            return self.pushed.pop(0)
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 class Live:
     """What a test needs to drive the cluster: sockets, HTTP clients, logins."""
 
@@ -77,6 +126,12 @@ class Live:
 
     def socket(self, cookies: dict[str, str] | None = None, port: int | None = None) -> Socket:
         sock = Socket(port or self.ws_port, cookies)
+        self._sockets.append(sock)
+        return sock
+
+    def batched(self, cookies: dict[str, str] | None = None, port: int | None = None,
+                origin: str | None = None) -> BatchedSocket:
+        sock = BatchedSocket(port or self.ws_port, cookies, origin)
         self._sockets.append(sock)
         return sock
 

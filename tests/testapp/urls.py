@@ -8,5 +8,7 @@ router.register("limited", views.LimitedItemViewSet, basename="limited")
 router.register("paged", views.PagedItemViewSet, basename="paged")
 router.register("detailed", views.DetailedItemViewSet, basename="detailed")
 router.register("own", views.OwnItemViewSet, basename="own")
+router.register("staff", views.StaffItemViewSet, basename="staff")
+router.register("plain", views.PlainItemViewSet, basename="plain")
 
 urlpatterns = router.urls

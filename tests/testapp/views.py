@@ -71,3 +71,22 @@ class OwnItemViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return Item.objects.filter(owner=self.request.user)
+
+
+class StaffItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Only staff may observe; revoking is_staff ends the subscription."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+    @reactive
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+
+class PlainItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Not reactive: subscribing to it is refused."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer

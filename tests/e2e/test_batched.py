@@ -1,0 +1,157 @@
+"""The batched protocol: subscribe over the socket, one diff frame per evaluation, resume."""
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from reactive_celery.diff import apply_batch
+from tests.testapp.models import Item
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_subscribe_and_receive_one_frame_per_evaluation(live):
+    first = Item.objects.create(name="b")
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/?ordering=name")
+    assert [i["name"] for i in answer["items"]] == ["b"]
+    assert answer["version"] == 1 and answer["primary_key"] == "id"
+
+    with transaction.atomic():
+        added = Item.objects.create(name="a")
+        first.name = "c"
+        first.save()
+    frame = sock.next_push()
+    assert frame["type"] == "diff"
+    assert frame["version"] == 2
+    assert frame["added"] == [{"order": 0, "item": {**frame["added"][0]["item"], "id": added.pk}}]
+    assert [(c["order"], c["item"]["name"]) for c in frame["changed"]] == [(1, "c")]
+
+    added.name = "d"
+    added.save()
+    frame = sock.next_push()
+    assert frame["version"] == 3
+    assert frame["added"] == []
+    assert [(c["order"], c["item"]["name"]) for c in frame["changed"]] == [(1, "d")]
+    assert frame["moved"] == [{"order": 0, "pk": first.pk}]
+
+    pk = added.pk
+    added.delete()
+    frame = sock.next_push()
+    assert (frame["removed"], frame["version"]) == ([pk], 4)
+
+
+def test_refused_subscriptions_name_the_reason(live):
+    sock = live.batched()
+    cases = {
+        "/api/plain/": "not_reactive",
+        "/nowhere/": "not_found",
+        "http://evil.example/api/items/": "bad_url",
+        "/api/own/": "forbidden",
+        "/api/staff/": "forbidden",
+    }
+    for url, code in cases.items():
+        answer = sock.request({"type": "subscribe", "url": url})
+        assert (answer["type"], answer["code"]) == ("error", code), url
+        assert answer["message"]
+    assert live.redis.keys("rc:obs:*") == []
+
+
+def test_unsubscribe_over_the_socket(live):
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/")
+    done = sock.request({"type": "unsubscribe", "observer": answer["observer"]})
+    assert done == {"type": "unsubscribed", "observer": answer["observer"], "id": done["id"]}
+    again = sock.request({"type": "unsubscribe", "observer": answer["observer"]})
+    assert again["code"] == "not_subscribed"
+    assert live.redis.keys("rc:obs:*") == []
+
+
+def test_ping(live):
+    sock = live.batched()
+    assert sock.request({"type": "ping"})["type"] == "pong"
+
+
+def test_resume_gets_the_missing_diffs(live):
+    keeper = live.batched()
+    keeper.subscribe("/api/items/")
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/")
+    items, version = answer["items"], answer["version"]
+    sock.close()
+    created = []
+    for i in range(3):
+        created.append(Item.objects.create(name=f"away{i}"))
+        assert keeper.next_push()["version"] == version + i + 1
+
+    back = live.batched()
+    resumed = back.subscribe("/api/items/", observer=answer["observer"], version=version)
+    assert "items" not in resumed and "reset" not in resumed
+    assert [d["version"] for d in resumed["diffs"]] == [version + 1, version + 2, version + 3]
+    for frame in resumed["diffs"]:
+        items = apply_batch(items, frame, "id")
+    assert [i["id"] for i in items] == [c.pk for c in created]
+    assert resumed["version"] == version + 3
+
+
+def test_resume_beyond_the_buffer_is_a_reset(live):
+    keeper = live.batched()
+    answer = keeper.subscribe("/api/items/")
+    Item.objects.create(name="x")
+    keeper.next_push()
+    back = live.batched()
+    resumed = back.subscribe("/api/items/", observer=answer["observer"], version=0)
+    assert resumed["reset"] is True
+    assert [i["name"] for i in resumed["items"]] == ["x"]
+
+
+def test_forged_observer_on_resume_yields_only_own_data(live):
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    Item.objects.create(name="alice's", owner=alice)
+    alice_sock = live.batched(live.login(alice))
+    alice_answer = alice_sock.subscribe("/api/own/")
+    bob_sock = live.batched(live.login(bob))
+    resumed = bob_sock.subscribe("/api/own/", observer=alice_answer["observer"], version=0)
+    assert resumed["observer"] != alice_answer["observer"]
+    assert resumed["reset"] is True and resumed["items"] == []
+    forged = bob_sock.request({"type": "unsubscribe", "observer": alice_answer["observer"]})
+    assert forged["code"] == "not_subscribed"
+    # Alice's subscription is intact.
+    Item.objects.create(name="alice's second", owner=alice)
+    assert alice_sock.next_push()["added"][0]["item"]["name"] == "alice's second"
+
+
+def test_item_leaving_a_users_reach_is_removed(live):
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    item = Item.objects.create(name="shared", owner=alice)
+    alice_sock = live.batched(live.login(alice))
+    bob_sock = live.batched(live.login(bob))
+    alice_sock.subscribe("/api/own/")
+    bob_sock.subscribe("/api/own/")
+    item.owner = bob
+    item.save()
+    assert alice_sock.next_push()["removed"] == [item.pk]
+    assert bob_sock.next_push()["added"][0]["item"]["id"] == item.pk
+
+
+def test_revoked_permission_ends_the_subscription_with_an_error(live):
+    staff = User.objects.create_user("staff", is_staff=True)
+    sock = live.batched(live.login(staff))
+    answer = sock.subscribe("/api/staff/")
+    staff.is_staff = False
+    staff.save()
+    Item.objects.create(name="next change")
+    frame = sock.next_push()
+    assert (frame["type"], frame["code"], frame["observer"]) == (
+        "error", "forbidden", answer["observer"]
+    )
+    assert live.redis.keys("rc:obs:*") == []
+
+
+def test_cross_origin_socket_is_refused(live):
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus):
+        live.batched(origin="http://evil.example")
