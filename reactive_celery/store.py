@@ -20,6 +20,7 @@ Values are JSON or plain strings; nothing is pickled.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -63,6 +64,11 @@ def reset_client() -> None:
     _client = None
 
 
+def _seconds(value: float) -> int:
+    # EXPIRE takes whole seconds, and 0 would delete the key at once.
+    return max(1, math.ceil(value))
+
+
 def key(*parts: str) -> str:
     """A key under the configured prefix."""
     return ":".join((reactive_settings.KEY_PREFIX, *parts))
@@ -103,7 +109,7 @@ def register_subscriber(sid: str, channel: str, user: str) -> list[str]:
 
     Raises ``ForeignSubscriber`` when the id is held by another user.
     """
-    ttl = int(reactive_settings.SUBSCRIBER_TTL)
+    ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
     result = client().eval(_REGISTER, 2, *_subscriber_keys(sid), channel, user, ttl)
     if result == -1:
         raise ForeignSubscriber("This subscriber id belongs to another user.")
@@ -137,15 +143,19 @@ def remove_subscriber(sid: str, channel: str) -> list[str]:
     return observers
 
 
-def heartbeat(sid: str, channel: str) -> list[str]:
-    """Renew a live subscriber and its observers; return its observer ids."""
+def heartbeat(sid: str, channel: str) -> list[str] | None:
+    """Renew a live subscriber and its observers; return its observer ids.
+
+    None when the subscriber is gone (expired, Redis restarted) or was taken
+    over by another socket: this socket's subscriptions no longer exist.
+    """
     r = client()
     sub_key, sub_obs = _subscriber_keys(sid)
     if r.hget(sub_key, "channel") != channel:
-        return []
+        return None
     observers = list(r.smembers(sub_obs))
-    ttl = int(reactive_settings.SUBSCRIBER_TTL)
-    obs_ttl = int(reactive_settings.OBSERVER_TTL)
+    ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = _seconds(reactive_settings.OBSERVER_TTL)
     tables_of = r.pipeline(transaction=False)
     for oid in observers:
         tables_of.hget(key("obs", oid), "tables")
@@ -210,7 +220,7 @@ def save_observer(
 ) -> None:
     """Write an observer's result and move its dependency entries to ``tables``."""
     tables = sorted(set(tables))
-    ttl = int(reactive_settings.OBSERVER_TTL)
+    ttl = _seconds(reactive_settings.OBSERVER_TTL)
     obs_key = key("obs", oid)
     pipe = client().pipeline(transaction=True)
     pipe.hset(
@@ -242,7 +252,7 @@ def record_diff(oid: str, version: int, primary_key: str, changes: list[dict[str
     pipe = client().pipeline(transaction=True)
     pipe.lpush(log_key, json.dumps(entry, separators=(",", ":")))
     pipe.ltrim(log_key, 0, int(reactive_settings.REPLAY_BUFFER) - 1)
-    pipe.expire(log_key, int(reactive_settings.OBSERVER_TTL))
+    pipe.expire(log_key, _seconds(reactive_settings.OBSERVER_TTL))
     pipe.execute()
 
 
@@ -268,8 +278,8 @@ def count_evaluation(oid: str) -> None:
 
 def subscribe(oid: str, sid: str) -> None:
     """Record that subscriber ``sid`` follows observer ``oid``."""
-    sub_ttl = int(reactive_settings.SUBSCRIBER_TTL)
-    obs_ttl = int(reactive_settings.OBSERVER_TTL)
+    sub_ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = _seconds(reactive_settings.OBSERVER_TTL)
     pipe = client().pipeline(transaction=True)
     pipe.sadd(key("obs", oid, "subs"), sid)
     pipe.expire(key("obs", oid, "subs"), obs_ttl)
@@ -364,7 +374,7 @@ def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
     names = [key("dep", t) for t in sorted(set(tables))]
     if not names:
         return [], []
-    ttl = int(reactive_settings.OBSERVER_TTL)
+    ttl = _seconds(reactive_settings.OBSERVER_TTL)
     observers, queued = client().eval(
         _QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl
     )
@@ -431,7 +441,7 @@ def count_start(oid: str) -> int:
     """Count an evaluation start; the count survives a killed worker (redelivery cap)."""
     pipe = client().pipeline(transaction=True)
     pipe.incr(key("starts", oid))
-    pipe.expire(key("starts", oid), int(reactive_settings.OBSERVER_TTL))
+    pipe.expire(key("starts", oid), _seconds(reactive_settings.OBSERVER_TTL))
     return int(pipe.execute()[0])
 
 

@@ -36,7 +36,7 @@ def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
         queue=reactive_settings.QUEUE,
         countdown=countdown,
         soft_time_limit=limit,
-        time_limit=limit + 10,
+        time_limit=limit + 2,
     )
 
 
@@ -51,7 +51,8 @@ def evaluate(oid: str) -> None:
     """Evaluate one observer and push what changed; reruns once if changed meanwhile."""
     store.clear_queued(oid)
     token = uuid.uuid4().hex
-    ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 15) * 1000)
+    # Outlives Celery's hard limit (limit + 2 s), so only a dead worker's lock expires.
+    ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 5) * 1000)
     remaining = store.acquire_or_mark_dirty(oid, token, ttl_ms)
     if remaining != -2:
         # Another worker is evaluating and will rerun; if it died, its lock expires

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -15,11 +16,14 @@ from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber
 from ..subscriptions import user_key
 
-__all__ = ["CLOSE_BAD_ID", "CLOSE_FOREIGN_ID", "SubscriberSocket", "call"]
+__all__ = ["CLOSE_BAD_ID", "CLOSE_FOREIGN_ID", "CLOSE_STATE_LOST", "SubscriberSocket", "call"]
+
+logger = logging.getLogger(__name__)
 
 #: Close codes (4000-4999 are the application's own).
 CLOSE_BAD_ID = 4400
 CLOSE_FOREIGN_ID = 4403
+CLOSE_STATE_LOST = 4408
 
 
 def call(func: Any, *args: Any) -> Any:
@@ -67,7 +71,17 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         interval = reactive_settings.HEARTBEAT_INTERVAL
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 observers = await call(store.heartbeat, self.subscriber_id, self.channel_name)
-                for oid in observers:
+            except Exception:
+                logger.warning("Heartbeat of subscriber %s failed", self.subscriber_id)
+                continue
+            if observers is None:
+                # Our state is gone (expired or Redis lost it): the client must
+                # reconnect and resubscribe, which its version check turns into a resume.
+                self.subscriber_id = None
+                await self.close(code=CLOSE_STATE_LOST)
+                return
+            for oid in observers:
+                with contextlib.suppress(Exception):
                     await self.channel_layer.group_add(broadcast.group_name(oid), self.channel_name)

@@ -86,7 +86,16 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-REACTIVE_CELERY = {"REDIS_URL": f"{_redis}/0"}
+# Redeliver a task whose worker died within seconds, not Celery's default hour.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 10}
+
+# Short lifetimes so the fault tests see expiry and heartbeats quickly.
+REACTIVE_CELERY = {
+    "REDIS_URL": f"{_redis}/0",
+    "HEARTBEAT_INTERVAL": float(os.environ.get("REACTIVE_TEST_HEARTBEAT", "1")),
+    "SUBSCRIBER_TTL": float(os.environ.get("REACTIVE_TEST_SUBSCRIBER_TTL", "10")),
+    "EVALUATION_TIME_LIMIT": float(os.environ.get("REACTIVE_TEST_TIME_LIMIT", "5")),
+}
 
 LOGGING = {
     "version": 1,
