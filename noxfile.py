@@ -1,0 +1,92 @@
+"""Nox sessions: the test suite (Python x database) and lint.
+
+    nox                                        # lint, then tests on this Python, both databases
+    nox -s tests                               # tests on every listed Python found here
+    nox -s "tests-3.11(database='postgres')"   # one cell, as CI calls it
+    nox -s lint
+    nox -s js                                  # the browser client's unit tests (node --test)
+    nox -s bench -- --sockets 200 --rate 10    # the fan-out benchmark
+    nox -s tests -- -k observe -x              # arguments after -- go to pytest
+
+The postgres cell uses REACTIVE_PG_HOST / REACTIVE_PG_PORT / REACTIVE_PG_USER /
+REACTIVE_PG_PASSWORD (default 127.0.0.1:5432, user postgres). When no server
+answers there it is skipped, unless REACTIVE_REQUIRE_ALL=1 or REACTIVE_PG_HOST
+is set: then it fails, so CI never passes on a suite that did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+DATABASES = ["sqlite", "postgres"]
+# Pinned: a new ruff release adds rules, and CI must not turn red by itself.
+RUFF = "ruff==0.17.6"
+PG_ENV = ("REACTIVE_PG_HOST", "REACTIVE_PG_PORT", "REACTIVE_PG_USER", "REACTIVE_PG_PASSWORD")
+
+_current = f"{sys.version_info.major}.{sys.version_info.minor}"
+DEFAULT_PYTHON = _current if _current in PYTHONS else PYTHONS[-1]
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "js", f"tests-{DEFAULT_PYTHON}"]
+# Pythons not installed here are skipped; CI names its Python and passes
+# --error-on-missing-interpreters so a missing one fails there.
+nox.options.error_on_missing_interpreters = False
+
+
+def _postgres_problem() -> str | None:
+    """Why the configured PostgreSQL cannot be reached, or None when it answers."""
+    host = os.environ.get("REACTIVE_PG_HOST", "127.0.0.1")
+    port = int(os.environ.get("REACTIVE_PG_PORT", "5432"))
+    if host.startswith("/"):  # a Unix socket directory, as libpq reads HOST
+        path = os.path.join(host, f".s.PGSQL.{port}")
+        return None if os.path.exists(path) else f"no PostgreSQL socket at {path}"
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return f"no PostgreSQL answers at {host}:{port} ({exc})"
+    return None
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("database", DATABASES)
+def tests(session: nox.Session, database: str) -> None:
+    """Run the pytest suite on one Python against one database."""
+    env = {"REACTIVE_DATABASE": database}
+    if database == "postgres":
+        problem = _postgres_problem()
+        if problem:
+            required = os.environ.get("REACTIVE_REQUIRE_ALL") == "1"
+            if required or "REACTIVE_PG_HOST" in os.environ:
+                session.error(
+                    f"{problem}. Start one and set {', '.join(PG_ENV)} "
+                    "(REACTIVE_REQUIRE_ALL=1 or REACTIVE_PG_HOST makes this cell mandatory)."
+                )
+            session.skip(f"{problem}; set REACTIVE_PG_HOST/PORT/USER to run this cell.")
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs, env=env)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff's lint rules and formatting (pyproject.toml [tool.ruff]); changes nothing."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=False)
+def js(session: nox.Session) -> None:
+    """The JS client's unit tests with Node's built-in runner (Node 20+)."""
+    session.run("node", "--test", "tests/js/", external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Fan-out benchmark: one observer, many sockets; prints delivery and latency figures."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.benchmarks.fanout", *session.posargs)
