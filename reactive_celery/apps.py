@@ -13,6 +13,8 @@ class ReactiveCeleryConfig(AppConfig):
 
     def ready(self) -> None:
         """Called once Django's apps are loaded."""
-        from . import checks, signals, tasks  # noqa: F401  (tasks register with Celery)
+        # Importing the task modules registers their tasks with Celery.
+        from . import beat, checks, polling, signals, sweep, tasks  # noqa: F401
 
         signals.connect()
+        beat.install()

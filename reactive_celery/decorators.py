@@ -47,6 +47,7 @@ class ReactiveOptions:
     dependencies: tuple[Any, ...] = ()
     primary_key: str | None = None
     per_user: bool = True
+    poll_interval: float | None = None
 
 
 @overload
@@ -59,6 +60,7 @@ def reactive(
     dependencies: Iterable[Any] | None = None,
     primary_key: str | None = None,
     per_user: bool = True,
+    poll_interval: float | None = None,
 ) -> Callable[[T], T]: ...
 
 
@@ -68,6 +70,7 @@ def reactive(
     dependencies: Iterable[Any] | None = None,
     primary_key: str | None = None,
     per_user: bool = True,
+    poll_interval: float | None = None,
 ) -> Any:
     """Make a ViewSet's ``list``, or one view method, observable over WebSockets.
 
@@ -75,6 +78,8 @@ def reactive(
     ``primary_key``: the item field that identifies rows (default: the model's pk).
     ``per_user``: False shares one observer among users; the result must not
     depend on the user (permissions are still checked on each subscribe).
+    ``poll_interval``: seconds; ``celery beat`` re-evaluates the view this often
+    while it has subscribers (data that changes outside the database).
     """
     if dependencies is not None and isinstance(dependencies, (str, bytes)):
         raise TypeError("dependencies must be a list, e.g. dependencies=['app.Model'].")
@@ -82,10 +87,28 @@ def reactive(
         raise TypeError("primary_key must be the name of a field, e.g. primary_key='id'.")
     if not isinstance(per_user, bool):
         raise TypeError("per_user must be True or False.")
-    options = ReactiveOptions(tuple(dependencies or ()), primary_key, per_user)
+    _check_poll_interval(poll_interval, dependencies)
+    options = ReactiveOptions(tuple(dependencies or ()), primary_key, per_user, poll_interval)
     if target is None:
         return functools.partial(_apply, options=options)
     return _apply(target, options=options)
+
+
+def _check_poll_interval(poll_interval: Any, dependencies: Any) -> None:
+    if poll_interval is None:
+        return
+    if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)):
+        raise TypeError("poll_interval must be a number of seconds, e.g. poll_interval=5.")
+    if poll_interval < 1:
+        # Beat runs the poll task once a second; a shorter interval could not be kept.
+        raise ValueError("poll_interval must be at least 1 second (beat polls once a second).")
+    if dependencies:
+        raise TypeError(
+            "@reactive takes dependencies= or poll_interval=, not both: dependencies= "
+            "re-evaluates on writes to those tables, poll_interval= on a timer for data "
+            "that changes outside the database. Tables the view reads are followed "
+            "either way. Use @reactive(poll_interval=5) or @reactive(dependencies=[...])."
+        )
 
 
 def _apply(target: Any, *, options: ReactiveOptions) -> Any:

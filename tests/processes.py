@@ -23,17 +23,22 @@ def free_port() -> int:
 class Process:
     """A child process with its output in a log file, shown when a test fails."""
 
-    def __init__(self, name: str, args: list[str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
         self.args = args
+        self.extra_env = env or {}  # e.g. REACTIVE_TEST_* settings of a dedicated process
         self.log = Path(tempfile.mkstemp(prefix=f"reactive-{name}-", suffix=".log")[1])
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.extra_env}
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
-                self.args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                self.args,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         return self
@@ -76,27 +81,79 @@ class Process:
         self.kill(signal.SIGTERM)
 
 
-def celery_worker(name: str, concurrency: int = 2) -> Process:
+def celery_worker(
+    name: str, concurrency: int = 2, env: dict[str, str] | None = None, queue: str | None = None
+) -> Process:
     process = Process(
         f"worker-{name}",
         [
-            sys.executable, "-m", "celery", "-A", "tests.project", "worker",
-            "--loglevel=INFO", f"--concurrency={concurrency}", "-n", f"{name}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.project",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            *(["-Q", queue] if queue else []),
         ],
+        env,
     ).start()
     process.wait_for_output(" ready.", timeout=60)
     return process
 
 
-def asgi_server(port: int) -> Process:
+def celery_beat(
+    name: str, schedule: Path | None = None, env: dict[str, str] | None = None
+) -> Process:
+    """A ``celery beat``; pass the ``schedule`` file of an earlier one to restart it."""
+    # Beat keeps its last-run times in a shelve file that must be writable.
+    schedule = schedule or Path(tempfile.mkdtemp(prefix=f"reactive-beat-{name}-")) / "schedule"
+    process = Process(
+        f"beat-{name}",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.project",
+            "beat",
+            "--loglevel=INFO",
+            "-s",
+            str(schedule),
+        ],
+        env,
+    ).start()
+    process.schedule = schedule  # type: ignore[attr-defined]
+    process.wait_for_output("beat: Starting...", timeout=60)
+    return process
+
+
+def asgi_server(port: int, env: dict[str, str] | None = None) -> Process:
     process = Process(
         f"asgi-{port}",
         [
-            sys.executable, "-m", "uvicorn", "tests.project.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off",
-            "--ws", "websockets", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--ws",
+            "websockets",
+            "--log-level",
+            "warning",
         ],
+        env,
     ).start()
     process.wait_for_port(port)
     return process

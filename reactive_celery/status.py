@@ -1,0 +1,114 @@
+"""What ``manage.py reactive_status`` reports: counts from Redis and the broker.
+
+Counting scans the keys under the prefix (SCAN, never KEYS), so it is safe on
+a live Redis and costs time proportional to the number of reactive keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from . import stats, store
+from .conf import reactive_settings
+from .sweep import key_pattern
+
+__all__ = ["collect", "queue_depth", "render"]
+
+
+def _count_state() -> dict[str, int]:
+    r = store.client()
+    observers = subscribers = 0
+    subs_sets: list[str] = []
+    for name in r.scan_iter(match=key_pattern("obs", "*"), count=1000):
+        suffix = name[len(store.key("obs", "")) :]
+        if suffix.endswith(":subs"):
+            subs_sets.append(name)
+        elif ":" not in suffix:
+            observers += 1
+    for name in r.scan_iter(match=key_pattern("sub", "*"), count=1000):
+        if ":" not in name[len(store.key("sub", "")) :]:
+            subscribers += 1
+    pipe = r.pipeline(transaction=False)
+    for name in subs_sets:
+        pipe.scard(name)
+    subscriptions = sum(pipe.execute()) if subs_sets else 0
+    return {
+        "observers": observers,
+        "subscribers": subscribers,
+        "subscriptions": subscriptions,
+        "polling": int(r.zcard(store.key("poll"))),
+    }
+
+
+def _celery_app() -> Any:
+    from celery import _state, current_app
+
+    apps = [app for app in _state._get_active_apps() if app.main != "default"]
+    return apps[0] if apps else current_app._get_current_object()
+
+
+def queue_depth() -> dict[str, Any]:
+    """Messages waiting in the broker queue of ``evaluate`` tasks; depth None if unknown."""
+    app = _celery_app()
+    name = reactive_settings.QUEUE or app.conf.task_default_queue
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            channel = conn.default_channel
+            try:
+                depth = channel.queue_declare(queue=name, passive=True).message_count
+            except conn.channel_errors:
+                depth = 0  # the broker has no such queue: nothing waits in it
+    except Exception:
+        depth = None
+    return {"name": name, "depth": depth}
+
+
+def collect() -> dict[str, Any]:
+    """Everything ``reactive_status`` shows, JSON-ready."""
+    summary = stats.summary()
+    return {
+        "prefix": reactive_settings.KEY_PREFIX,
+        **_count_state(),
+        "queue": queue_depth(),
+        "evaluations": summary["evaluations"],
+        "evaluation_ms": {
+            "samples": summary["samples"],
+            "p50": summary["p50_ms"],
+            "p99": summary["p99_ms"],
+        },
+        "errors": stats.last_errors(),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def render(data: dict[str, Any]) -> str:
+    """The human table of ``collect()``'s data."""
+    queue = data["queue"]
+    depth = "unknown" if queue["depth"] is None else str(queue["depth"])
+    timing = data["evaluation_ms"]
+    rows = [
+        ("observers", str(data["observers"])),
+        ("subscribers", str(data["subscribers"])),
+        ("subscriptions", str(data["subscriptions"])),
+        ("polling observers", str(data["polling"])),
+        (f"queue {queue['name']!r}", depth),
+        ("evaluations", str(data["evaluations"])),
+        ("evaluation p50", _ms(timing["p50"])),
+        ("evaluation p99", f"{_ms(timing['p99'])} (last {timing['samples']})"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"Reactive state under prefix {data['prefix']!r}"]
+    lines += [f"  {label:<{width}}  {value}" for label, value in rows]
+    lines.append(f"Last errors ({len(data['errors'])})")
+    for error in data["errors"]:
+        when = datetime.datetime.fromtimestamp(error["time"], tz=datetime.timezone.utc)
+        lines.append(
+            f"  {when:%Y-%m-%d %H:%M:%S}Z  {error['code']:<9}  {error['observer'][:12]}  "
+            f"{error['view']}  {error['error']}"
+        )
+    return "\n".join(lines)
