@@ -1,11 +1,11 @@
 """System checks: ``manage.py check`` names what is misconfigured and how to fix it.
 
-    reactive_celery.E001  no channel layer
-    reactive_celery.E002  the channel layer lives in one process only
-    reactive_celery.E003  no Celery app
-    reactive_celery.E004  no Redis URL
-    reactive_celery.E005  invalid REACTIVE_CELERY settings
-    reactive_celery.E006  channels_redis hosts keep redis-py's socket timeout
+reactive_celery.E001  no channel layer
+reactive_celery.E002  the channel layer lives in one process only
+reactive_celery.E003  no Celery app
+reactive_celery.E004  no Redis URL
+reactive_celery.E005  invalid REACTIVE_CELERY settings
+reactive_celery.E006  channels_redis hosts keep redis-py's socket timeout
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FRAME_BYTES": 65536,
     # Subscribe requests one socket may make per second (burst of the same size).
     "SUBSCRIBE_RATE": 20,
+    # Seconds between beat's sweeps of expired subscribers and abandoned observers.
+    "SWEEP_INTERVAL": 30,
 }
 
 _POSITIVE_NUMBERS = (
@@ -65,6 +67,7 @@ _POSITIVE_NUMBERS = (
     "MAX_SUBSCRIPTIONS",
     "MAX_FRAME_BYTES",
     "SUBSCRIBE_RATE",
+    "SWEEP_INTERVAL",
 )
 
 

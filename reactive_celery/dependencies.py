@@ -27,9 +27,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 @lru_cache(maxsize=1)
 def known_tables() -> frozenset[str]:
     """Tables of every installed model, m2m through tables included."""
-    return frozenset(
-        model._meta.db_table for model in apps.get_models(include_auto_created=True)
-    )
+    return frozenset(model._meta.db_table for model in apps.get_models(include_auto_created=True))
 
 
 def tables_of_model(model: type[Model]) -> set[str]:

@@ -81,9 +81,7 @@ def apply(items: Sequence[Item], changes: Sequence[Change], primary_key: str) ->
     result = list(items)
     for change in changes:
         key = change["item"][primary_key]
-        current = next(
-            (i for i, item in enumerate(result) if item[primary_key] == key), None
-        )
+        current = next((i for i, item in enumerate(result) if item[primary_key] == key), None)
         if change["msg"] in ("removed", "changed") and current is not None:
             del result[current]
         if change["msg"] in ("added", "changed"):

@@ -1,13 +1,13 @@
 """Exceptions raised by reactive_celery.
 
-    ReactiveError
-     ├── ConfigurationError      settings or decorator usage are wrong
-     ├── ObserverError           an observer cannot be evaluated
-     │    └── ObserverGone       its spec no longer resolves (view, user removed)
-     └── SubscriptionError       a subscribe/unsubscribe request is refused
-          ├── UnknownSubscriber
-          ├── UnknownObserver
-          └── ForeignSubscriber  the subscriber belongs to another user
+ReactiveError
+ ├── ConfigurationError      settings or decorator usage are wrong
+ ├── ObserverError           an observer cannot be evaluated
+ │    └── ObserverGone       its spec no longer resolves (view, user removed)
+ └── SubscriptionError       a subscribe/unsubscribe request is refused
+      ├── UnknownSubscriber
+      ├── UnknownObserver
+      └── ForeignSubscriber  the subscriber belongs to another user
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ import time
 
 from .exceptions import ConfigurationError
 
-__all__ = ["ensure", "find_binary", "start"]
+__all__ = ["ensure", "find_binary", "restart", "start"]
+
+_started: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def find_binary() -> str:
@@ -51,15 +53,24 @@ def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     process = subprocess.Popen(
         [
             find_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", workdir,
-            "--databases", "16",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--databases",
+            "16",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Out of the terminal's process group: Ctrl-C must not stop Redis before
+        # the processes that use it have shut down.
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -90,6 +101,19 @@ def ensure() -> str:
     if url:
         return url
     process, url = start()
-    atexit.register(_stop, process)
+    _started[url] = process
+    atexit.register(lambda: _stop(_started[url]))
     os.environ["REDIS_URL"] = url
     return url
+
+
+def restart(url: str) -> None:
+    """Stop a server started by ``ensure()`` and start an empty one on the same port.
+
+    For tests of lost state; raises ``ConfigurationError`` for a server not started here.
+    """
+    process = _started.get(url)
+    if process is None:
+        raise ConfigurationError(f"{url} was not started by this process; cannot restart it.")
+    _stop(process)
+    _started[url], _ = start(int(url.rsplit(":", 1)[1]))

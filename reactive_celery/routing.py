@@ -1,12 +1,12 @@
 """WebSocket routes; include them in your ASGI application's ``URLRouter``.
 
-    from reactive_celery.routing import websocket_urlpatterns
-    application = ProtocolTypeRouter({
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    })
+from reactive_celery.routing import websocket_urlpatterns
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": AllowedHostsOriginValidator(
+        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    ),
+})
 """
 
 from __future__ import annotations

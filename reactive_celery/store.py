@@ -13,6 +13,8 @@ Keys (all under ``KEY_PREFIX``, all with a lifetime)::
     dirty:<oid>        flag  a change arrived during the evaluation
     retry:<oid>        flag  a contended task scheduled a retry
     starts:<oid>       count evaluations started and not finished (crash cap)
+    poll               zset  polling observer ids, scored by next due time (polling.py)
+    stats:*            evaluation count, timings, last errors (stats.py)
 
 Values are JSON or plain strings; nothing is pickled.
 """
@@ -163,7 +165,7 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
     pipe = r.pipeline(transaction=False)
     pipe.expire(sub_key, ttl)
     pipe.expire(sub_obs, ttl)
-    for oid, table_json in zip(observers, tables):
+    for oid, table_json in zip(observers, tables, strict=True):
         for name in _observer_keys(oid):
             pipe.expire(name, obs_ttl)
         for table in json.loads(table_json or "[]"):
@@ -303,45 +305,58 @@ def subscribers(oid: str) -> set[str]:
     return set(client().smembers(key("obs", oid, "subs")))
 
 
-_UNSUBSCRIBE = """
-redis.call('SREM', KEYS[2], ARGV[2])
-redis.call('SREM', KEYS[1], ARGV[1])
-return redis.call('SCARD', KEYS[1])
+_DROP = """
+-- KEYS: obs hash, obs subs, obs log, queued, dirty, starts, poll zset
+-- ARGV: oid, sid leaving ('' for none), dep key prefix, sub key prefix, '1' to drop anyway
+if ARGV[2] ~= '' then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SREM', ARGV[4] .. ARGV[2] .. ':obs', ARGV[1])
+end
+if ARGV[5] ~= '1' and redis.call('SCARD', KEYS[2]) > 0 then return false end
+local former = redis.call('SMEMBERS', KEYS[2])
+for _, sid in ipairs(former) do redis.call('SREM', ARGV[4] .. sid .. ':obs', ARGV[1]) end
+local tables = redis.call('HGET', KEYS[1], 'tables')
+if tables then
+  for _, t in ipairs(cjson.decode(tables)) do redis.call('SREM', ARGV[3] .. t, ARGV[1]) end
+end
+redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return former
 """
 
 
-def unsubscribe(oid: str, sid: str) -> bool:
-    """End one subscription; drop the observer when it was the last. True if dropped."""
-    remaining = client().eval(
-        _UNSUBSCRIBE, 2, key("obs", oid, "subs"), key("sub", sid, "obs"), sid, oid
-    )
-    if remaining == 0:
-        drop_observer(oid)
-        return True
-    return False
-
-
-def drop_observer(oid: str) -> list[str]:
-    """Delete an observer's state and dependency entries; return its former subscribers."""
-    r = client()
-    obs_key, subs_key, _ = _observer_keys(oid)
-    tables = json.loads(r.hget(obs_key, "tables") or "[]")
-    former = list(r.smembers(subs_key))
-    pipe = r.pipeline(transaction=True)
-    for table in tables:
-        pipe.srem(key("dep", table), oid)
-    for sid in former:
-        pipe.srem(key("sub", sid, "obs"), oid)
-    pipe.delete(
-        obs_key,
-        subs_key,
+def _drop(oid: str, leaving: str, force: bool) -> list[str] | None:
+    # One script: a subscribe can never land between "no subscribers left" and the delete.
+    result = client().eval(
+        _DROP,
+        7,
+        key("obs", oid),
+        key("obs", oid, "subs"),
         key("obs", oid, "log"),
         key("queued", oid),
         key("dirty", oid),
         key("starts", oid),
+        key("poll"),
+        oid,
+        leaving,
+        key("dep", ""),
+        key("sub", ""),
+        "1" if force else "0",
     )
-    pipe.execute()
-    return former
+    return None if result is None else list(result)
+
+
+def unsubscribe(oid: str, sid: str) -> bool:
+    """End one subscription; drop the observer when it was the last. True if dropped."""
+    return _drop(oid, sid, force=False) is not None
+
+
+def drop_observer(oid: str) -> list[str]:
+    """Delete an observer's state and dependency entries; return its former subscribers.
+
+    A polling observer stops being polled the moment it is dropped.
+    """
+    return _drop(oid, "", force=True) or []
 
 
 def forget_dependency(oid: str, tables: Iterable[str]) -> None:
@@ -374,10 +389,9 @@ def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
     names = [key("dep", t) for t in sorted(set(tables))]
     if not names:
         return [], []
-    ttl = _seconds(reactive_settings.OBSERVER_TTL)
-    observers, queued = client().eval(
-        _QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl
-    )
+    # A task lost with its broker (a Redis restart) must not block its observer for long.
+    ttl = _seconds(max(30, 2 * reactive_settings.EVALUATION_TIME_LIMIT))
+    observers, queued = client().eval(_QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl)
     return list(observers), list(queued)
 
 
@@ -396,9 +410,7 @@ return redis.call('PTTL', KEYS[1])
 def acquire_or_mark_dirty(oid: str, token: str, ttl_ms: int) -> int:
     """Take the observer's lock (-2) or mark it dirty and return the lock's ms to live."""
     return int(
-        client().eval(
-            _ACQUIRE_OR_MARK_DIRTY, 2, key("lock", oid), key("dirty", oid), token, ttl_ms
-        )
+        client().eval(_ACQUIRE_OR_MARK_DIRTY, 2, key("lock", oid), key("dirty", oid), token, ttl_ms)
     )
 
 
@@ -474,9 +486,7 @@ def observer_lock(oid: str) -> Iterator[_LockState]:
     r = client()
     while not r.set(lock_key, token, nx=True, px=ttl_ms):
         if time.monotonic() > deadline:
-            raise ObserverError(
-                "The observer is busy with a long evaluation; try again shortly."
-            )
+            raise ObserverError("The observer is busy with a long evaluation; try again shortly.")
         time.sleep(0.005)
     state = _LockState(oid, token, ttl_ms)
     try:

@@ -8,6 +8,7 @@ the first diff the socket receives.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import redis
@@ -159,7 +160,14 @@ def _subscribe_locked(
         changes = diff(previous, result.items, spec.primary_key) if stored else []
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
-    version = (stored.version + 1 if changes else stored.version) if stored else 1
+    if stored:
+        version = stored.version + 1 if changes else stored.version
+    else:
+        # A recreated observer must never repeat a version a client still holds:
+        # start at the clock in ms, which outruns one evaluation per version.
+        version = int(time.time() * 1000)
+    # Subscribe first: a concurrent last unsubscribe then finds a member and keeps the observer.
+    store.subscribe(oid, subscriber.id)
     store.save_observer(
         oid,
         spec=spec.to_json(),
@@ -170,7 +178,11 @@ def _subscribe_locked(
         creator=stored.creator if stored else user,
         old_tables=stored.tables if stored else (),
     )
-    store.subscribe(oid, subscriber.id)
+    if options.poll_interval is not None:
+        from .polling import schedule
+
+        # After subscribe: beat's claim drops entries of observers without subscribers.
+        schedule(oid, options.poll_interval)
     group = broadcast.group_name(oid)
     sends = []
     if changes:

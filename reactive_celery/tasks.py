@@ -13,7 +13,7 @@ import uuid
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import broadcast, store
+from . import broadcast, stats, store
 from .conf import reactive_settings
 from .diff import diff
 from .evaluation import ObserverForbidden, evaluate_spec
@@ -143,6 +143,8 @@ def _declared(spec: ObserverSpec) -> list[str]:
 
 def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:
     extra = {"observer": oid, "view": spec.view, "elapsed": elapsed, "items": size}
+    stats.record_evaluation(elapsed)
+    logger.info("Evaluated observer %s (%s) in %.3f s", oid, spec.view, elapsed, extra=extra)
     if elapsed > reactive_settings.SLOW_EVALUATION:
         logger.warning("Slow observer %s (%s): %.3f s", oid, spec.view, elapsed, extra=extra)
     if size > reactive_settings.LARGE_RESULT:
@@ -151,7 +153,16 @@ def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None
 
 def stop_observer(oid: str, code: str, message: str) -> None:
     """Drop an observer and tell its subscribers why."""
-    logger.warning("Observer %s stopped (%s): %s", oid, code, message)
+    # Read the view before the drop deletes the spec; kept for reactive_status.
+    view = stats.record_error(oid, code, message)
+    logger.warning(
+        "Observer %s (%s) stopped (%s): %s",
+        oid,
+        view,
+        code,
+        message,
+        extra={"observer": oid, "view": view, "code": code},
+    )
     store.drop_observer(oid)
     broadcast.send(
         group_sends=[(broadcast.group_name(oid), broadcast.error_message(oid, code, message))]

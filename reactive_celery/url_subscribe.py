@@ -65,7 +65,9 @@ def subscribe_url(
         raise SubscribeRefused("not_reactive", f"The view at {parts.path} is not @reactive.")
     query = QueryDict(parts.query, mutable=True)
     query.pop(OBSERVE_PARAM, None)
-    query_string = "&".join(s for s in (query.urlencode(), urlencode({OBSERVE_PARAM: subscriber_id})) if s)
+    query_string = "&".join(
+        s for s in (query.urlencode(), urlencode({OBSERVE_PARAM: subscriber_id})) if s
+    )
     request = GetRequest(parts.path, query_string, host, secure).run_as(user)
     setattr(request, RESUME_ATTRIBUTE, since)
     response = match.func(request, *match.args, **match.kwargs)

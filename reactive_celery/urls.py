@@ -1,6 +1,6 @@
 """HTTP routes; include under a prefix of your choice.
 
-    path("api/queryobserver/", include("reactive_celery.urls"))
+path("api/queryobserver/", include("reactive_celery.urls"))
 """
 
 from __future__ import annotations

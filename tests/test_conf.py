@@ -8,7 +8,7 @@ from reactive_celery.exceptions import ConfigurationError
 
 
 def test_defaults_apply_to_missing_keys():
-    assert reactive_settings.KEY_PREFIX == DEFAULTS["KEY_PREFIX"]
+    assert DEFAULTS["KEY_PREFIX"] == reactive_settings.KEY_PREFIX
 
 
 def test_override_settings_reloads():
@@ -18,22 +18,28 @@ def test_override_settings_reloads():
 
 
 def test_unknown_key_names_the_key():
-    with override_settings(REACTIVE_CELERY={"KEY_PREFX": "x"}):
-        with pytest.raises(ConfigurationError, match="KEY_PREFX"):
-            reactive_settings.KEY_PREFIX
+    with (
+        override_settings(REACTIVE_CELERY={"KEY_PREFX": "x"}),
+        pytest.raises(ConfigurationError, match="KEY_PREFX"),
+    ):
+        _ = reactive_settings.KEY_PREFIX
 
 
 @pytest.mark.parametrize("value", [0, -1, "10", True, None])
 def test_numbers_must_be_positive(value):
-    with override_settings(REACTIVE_CELERY={"SUBSCRIBER_TTL": value}):
-        with pytest.raises(ConfigurationError, match="SUBSCRIBER_TTL"):
-            reactive_settings.SUBSCRIBER_TTL
+    with (
+        override_settings(REACTIVE_CELERY={"SUBSCRIBER_TTL": value}),
+        pytest.raises(ConfigurationError, match="SUBSCRIBER_TTL"),
+    ):
+        _ = reactive_settings.SUBSCRIBER_TTL
 
 
 def test_heartbeat_must_be_shorter_than_subscriber_ttl():
-    with override_settings(REACTIVE_CELERY={"SUBSCRIBER_TTL": 10, "HEARTBEAT_INTERVAL": 10}):
-        with pytest.raises(ConfigurationError, match="HEARTBEAT_INTERVAL"):
-            reactive_settings.HEARTBEAT_INTERVAL
+    with (
+        override_settings(REACTIVE_CELERY={"SUBSCRIBER_TTL": 10, "HEARTBEAT_INTERVAL": 10}),
+        pytest.raises(ConfigurationError, match="HEARTBEAT_INTERVAL"),
+    ):
+        _ = reactive_settings.HEARTBEAT_INTERVAL
 
 
 def test_redis_url_falls_back_to_django_setting():
@@ -43,4 +49,4 @@ def test_redis_url_falls_back_to_django_setting():
 
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
-        reactive_settings.NOT_A_SETTING
+        _ = reactive_settings.NOT_A_SETTING

@@ -1,9 +1,8 @@
 """Pure tests of the diff: applying it to the old list gives the new list."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from reactive_celery.diff import apply, apply_batch, batch, diff
 

@@ -122,7 +122,8 @@ class BatchedConsumer(SubscriberSocket):
             raise Refused("bad_message", "'observer' must be an observer id, 'version' >= 0.")
         self._take_token()
         held = await call(store.subscription_count, self.subscriber_id)
-        if held >= reactive_settings.MAX_SUBSCRIPTIONS:
+        resuming_own = oid is not None and await call(store.is_subscribed, oid, self.subscriber_id)
+        if held >= reactive_settings.MAX_SUBSCRIPTIONS and not resuming_own:
             raise Refused(
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -21,16 +22,15 @@ from tests import processes
 
 @pytest.fixture(scope="session")
 def cluster(django_db_setup, django_db_blocker) -> Iterator[dict]:
-    started: list[processes.Process] = []
+    # Fault tests replace workers and servers in place: stop whatever is there at the end.
+    running: dict = {"workers": [], "servers": [], "ports": []}
     try:
-        workers = [processes.celery_worker(f"w{i}") for i in range(2)]
-        started += workers
-        ports = [processes.free_port() for _ in range(2)]
-        servers = [processes.asgi_server(port) for port in ports]
-        started += servers
-        yield {"workers": workers, "servers": servers, "ports": ports}
+        running["workers"] += [processes.celery_worker(f"w{i}") for i in range(2)]
+        running["ports"] += [processes.free_port() for _ in range(2)]
+        running["servers"] += [processes.asgi_server(port) for port in running["ports"]]
+        yield running
     finally:
-        for process in started:
+        for process in running["workers"] + running["servers"]:
             process.stop()
 
 
@@ -129,8 +129,12 @@ class Live:
         self._sockets.append(sock)
         return sock
 
-    def batched(self, cookies: dict[str, str] | None = None, port: int | None = None,
-                origin: str | None = None) -> BatchedSocket:
+    def batched(
+        self,
+        cookies: dict[str, str] | None = None,
+        port: int | None = None,
+        origin: str | None = None,
+    ) -> BatchedSocket:
         sock = BatchedSocket(port or self.ws_port, cookies, origin)
         self._sockets.append(sock)
         return sock
@@ -148,6 +152,15 @@ class Live:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def wait_for(self, condition, timeout: float = 15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"condition not met within {timeout}s")
+
     def evaluations(self, observer: str) -> int:
         return int(self.redis.hget(f"rc:obs:{observer}", "evaluations") or 0)
 
@@ -163,3 +176,35 @@ def live(cluster, transactional_db, store_redis) -> Iterator[Live]:
     harness = Live(cluster, store_redis)
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def redis_restarter():
+    """Restart the test run's private Redis: every key, group and queued task is lost."""
+    from django.conf import settings
+
+    from reactive_celery import redis_server
+
+    def restart():
+        redis_server.restart(settings.REDIS_URL)
+
+    return restart
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    """Start processes for one test (a beat, a dedicated worker or server); stopped after.
+
+    beat = spawn(processes.celery_beat, "a")
+    server = spawn(processes.asgi_server, port, env={...})
+    """
+    started: list[processes.Process] = []
+
+    def start(factory, *args, **kwargs) -> processes.Process:
+        process = factory(*args, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()

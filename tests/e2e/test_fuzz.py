@@ -22,15 +22,35 @@ def bad_frames(rng: random.Random):
         lambda: json.dumps({"type": "subscribe", "url": rng.choice(scalars)}),
         lambda: json.dumps({"type": "subscribe", "url": "/api/items/", "version": 3}),
         lambda: json.dumps(
-            {"type": "subscribe", "url": "/api/items/", "observer": rng.choice(scalars), "version": 1}
+            {
+                "type": "subscribe",
+                "url": "/api/items/",
+                "observer": rng.choice(scalars),
+                "version": 1,
+            }
         ),
         lambda: json.dumps(
-            {"type": "subscribe", "url": "/api/items/", "observer": "a" * 64,
-             "version": rng.choice([-1, "1", True, 1.5])}
+            {
+                "type": "subscribe",
+                "url": "/api/items/",
+                "observer": "a" * 64,
+                "version": rng.choice([-1, "1", True, 1.5]),
+            }
         ),
-        lambda: json.dumps({"type": "subscribe", "url": rng.choice(
-            ["/api/plain/", "/nowhere/", "https://x.example/api/items/", "api/items/", "//x/y"]
-        )}),
+        lambda: json.dumps(
+            {
+                "type": "subscribe",
+                "url": rng.choice(
+                    [
+                        "/api/plain/",
+                        "/nowhere/",
+                        "https://x.example/api/items/",
+                        "api/items/",
+                        "//x/y",
+                    ]
+                ),
+            }
+        ),
         lambda: json.dumps({"type": "unsubscribe", "observer": rng.choice(scalars + ["f" * 64])}),
         lambda: json.dumps({"type": "ping", "id": rng.choice([1.5, [], {}, "x" * 65, True])}),
         lambda: json.dumps({"type": "subscribe", "url": "/" + "a" * rng.randint(2049, 3000)}),
@@ -73,7 +93,9 @@ def test_binary_frame_is_refused(live):
 
 def test_subscribe_flood_is_rate_limited(live):
     sock = live.batched()
-    answers = [sock.request({"type": "subscribe", "url": f"/api/items/?name={i}"}) for i in range(60)]
+    answers = [
+        sock.request({"type": "subscribe", "url": f"/api/items/?name={i}"}) for i in range(60)
+    ]
     codes = [a.get("code") for a in answers]
     assert codes.count("rate_limited") > 0
     assert all(a["type"] == "subscribed" for a in answers if a.get("code") is None)

@@ -74,7 +74,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": f"{_redis}/2", "socket_timeout": None}],
-            "capacity": 2000,
+            # All sockets of one ASGI process share one receive channel; the
+            # fan-out benchmark lowers this to channels_redis' default (100).
+            "capacity": int(os.environ.get("REACTIVE_TEST_CAPACITY", "2000")),
             "expiry": 30,
         },
     }
@@ -87,7 +89,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Redeliver a task whose worker died within seconds, not Celery's default hour.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 10}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 10,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
 
 # Short lifetimes so the fault tests see expiry and heartbeats quickly.
 REACTIVE_CELERY = {
@@ -95,6 +101,9 @@ REACTIVE_CELERY = {
     "HEARTBEAT_INTERVAL": float(os.environ.get("REACTIVE_TEST_HEARTBEAT", "1")),
     "SUBSCRIBER_TTL": float(os.environ.get("REACTIVE_TEST_SUBSCRIBER_TTL", "10")),
     "EVALUATION_TIME_LIMIT": float(os.environ.get("REACTIVE_TEST_TIME_LIMIT", "5")),
+    # Dedicated processes of the operations tests: a fast sweep, a queue of their own.
+    "SWEEP_INTERVAL": float(os.environ.get("REACTIVE_TEST_SWEEP_INTERVAL", "30")),
+    "QUEUE": os.environ.get("REACTIVE_TEST_QUEUE") or None,
 }
 
 LOGGING = {

@@ -5,9 +5,15 @@ from django.db import models
 class Category(models.Model):
     name = models.CharField(max_length=100)
 
+    def __str__(self):
+        return self.name
+
 
 class Tag(models.Model):
     name = models.CharField(max_length=100)
+
+    def __str__(self):
+        return self.name
 
 
 class Item(models.Model):
@@ -22,3 +28,6 @@ class Item(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+    def __str__(self):
+        return self.name

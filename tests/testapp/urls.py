@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from . import ops_views, views
 
 router = DefaultRouter()
 router.register("items", views.ItemViewSet)
@@ -10,5 +10,8 @@ router.register("detailed", views.DetailedItemViewSet, basename="detailed")
 router.register("own", views.OwnItemViewSet, basename="own")
 router.register("staff", views.StaffItemViewSet, basename="staff")
 router.register("plain", views.PlainItemViewSet, basename="plain")
+router.register("slow", views.SlowItemViewSet, basename="slow")
+router.register("ticks", ops_views.TickViewSet, basename="ticks")
+router.register("stalling", ops_views.StallingItemViewSet, basename="stalling")
 
 urlpatterns = router.urls

@@ -90,3 +90,17 @@ class PlainItemViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = Item.objects.all()
     serializer_class = ItemSerializer
+
+
+@reactive
+class SlowItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Takes 1.5 s per evaluation, so a test can kill a worker in the middle of one."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer
+
+    def list(self, request, *args, **kwargs):
+        import time
+
+        time.sleep(1.5)
+        return super().list(request, *args, **kwargs)
