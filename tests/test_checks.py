@@ -50,3 +50,13 @@ def test_socket_timeout_left_default_is_e006():
             assert ids(checks.check_channel_layer()) == ["reactive_celery.E006"]
     with override_settings(CHANNEL_LAYERS={"default": REDIS_LAYER}):
         assert checks.check_channel_layer() == []
+
+
+def test_no_celery_app_is_e003(monkeypatch):
+    from celery import _state
+
+    # Pure logic of the check: pretend this process created no Celery app.
+    monkeypatch.setattr(_state, "_get_active_apps", lambda: [])
+    errors = checks.check_celery()
+    assert ids(errors) == ["reactive_celery.E003"]
+    assert "celery.py" in errors[0].hint

@@ -64,3 +64,23 @@ def test_reconnect_keeps_subscriptions_and_old_socket_close_is_ignored(store_red
     assert store.is_subscribed("o1", "sub12345")
     assert store.remove_subscriber("sub12345", "chan-b") == ["o1"]
     assert store_redis.keys("rc:*") == []
+
+
+def test_replay_returns_the_diffs_after_a_version_and_none_beyond_the_buffer(store_redis):
+    from django.test import override_settings
+
+    with override_settings(REACTIVE_CELERY={**_settings(), "REPLAY_BUFFER": 3}):
+        for version in range(11, 16):
+            store.record_diff("o1", version, "id", [{"msg": "added", "order": 0, "item": {}}])
+        assert store_redis.llen("rc:obs:o1:log") == 3
+        assert [e["version"] for e in store.replay("o1", 12, 15)] == [13, 14, 15]
+        assert store.replay("o1", 15, 15) == []
+        assert store.replay("o1", 11, 15) is None  # 12 fell out of the buffer
+        assert store.replay("o1", 16, 15) is None  # a version from the future
+        assert store.replay("o1", -1, 15) is None
+
+
+def _settings():
+    from django.conf import settings
+
+    return dict(settings.REACTIVE_CELERY)

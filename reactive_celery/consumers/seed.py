@@ -26,13 +26,12 @@ class SubscriberConsumer(SubscriberSocket):
     async def connect(self) -> None:
         """Called on the WebSocket handshake: claim the subscriber id and accept."""
         sid = self.scope["url_route"]["kwargs"].get("subscriber_id", "")
+        # Accept, then close with a code: a browser sees close codes, never HTTP statuses.
+        await self.accept()
         if not SUBSCRIBER_ID.fullmatch(sid):
             await self.close(code=CLOSE_BAD_ID)
-            return
-        if not await self.claim(sid):
+        elif not await self.claim(sid):
             await self.close(code=CLOSE_FOREIGN_ID)
-            return
-        await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame; this protocol only sends."""

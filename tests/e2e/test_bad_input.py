@@ -86,3 +86,17 @@ def test_client_frames_get_an_error_frame(live):
     frame = sock.recv()
     assert frame["msg"] == "error"
     assert "subscribe" in frame["error"]
+
+
+def test_someone_elses_subscriber_id_is_refused_on_the_socket(live):
+    from django.contrib.auth.models import User
+
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    alice_sock = Socket(live.ws_port, live.login(alice))
+    live._sockets.append(alice_sock)
+    with pytest.raises(ConnectionClosed) as closed:
+        stolen = Socket(live.ws_port, live.login(bob), sid=alice_sock.id)
+        stolen.recv(timeout=5)
+    assert closed.value.rcvd.code == 4403
+    assert live.redis.hget(f"rc:sub:{alice_sock.id}", "user") == str(alice.pk)

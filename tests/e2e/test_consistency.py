@@ -6,6 +6,7 @@ filters follow over the batched protocol, across two ASGI servers.
 """
 
 import random
+import signal
 import subprocess
 import sys
 
@@ -133,3 +134,41 @@ def test_redis_restart_clients_converge(live, clients, redis_restarter):
         Item.objects.create(name=f"after-{i}")
     quiet(live.redis, clients, timeout=120)
     assert_converged(live.http(), clients)
+
+
+def test_frames_dropped_by_a_full_channel_are_detected_and_refetched(live, clients, spawn):
+    """A stalled ASGI process whose channel is full loses frames; clients see the gap.
+
+    The sender's capacity decides: the only worker here runs with capacity 1.
+    """
+    for worker in live.cluster["workers"]:
+        worker.kill()
+    try:
+        spawn(processes.celery_worker, "tiny", env={"REACTIVE_TEST_CAPACITY": "1"})
+        port = processes.free_port()
+        server = spawn(processes.asgi_server, port)
+        started = [ConsistentClient(port, "/api/items/?ordering=name") for _ in range(5)]
+        for client in started:
+            client.start()
+        for client in started:
+            assert client.ready.wait(30)
+        clients += started
+        observer = started[0].observer
+
+        def version():
+            return int(live.redis.hget(f"rc:obs:{observer}", "version"))
+
+        before = version()
+        server.popen.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(4):  # one diff fits the stalled process's channel; the rest drop
+                Item.objects.create(name=f"while stalled {i}")
+                live.wait_for(lambda i=i: version() == before + i + 1)
+        finally:
+            server.popen.send_signal(signal.SIGCONT)
+        Item.objects.create(name="after")
+        quiet(live.redis, clients)
+        assert_converged(live.http(), clients)
+        assert all(c.gaps > 0 for c in started), [c.gaps for c in started]
+    finally:
+        live.cluster["workers"][:] = [processes.celery_worker(f"w{i}b") for i in range(2)]
