@@ -5,6 +5,8 @@
     nox -s "tests-3.11(database='postgres')"   # one cell, as CI calls it
     nox -s lint
     nox -s js                                  # the browser client's unit tests (node --test)
+    nox -s browser                             # the example project in Chromium, and run.py
+    nox -s "compat(django='4.2')"              # the suite on SQLite with Django 4.2 LTS
     nox -s bench -- --sockets 200 --rate 10    # the fan-out benchmark
     nox -s tests -- -k observe -x              # arguments after -- go to pytest
 
@@ -32,7 +34,7 @@ _current = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT_PYTHON = _current if _current in PYTHONS else PYTHONS[-1]
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "js", f"tests-{DEFAULT_PYTHON}"]
+nox.options.sessions = ["lint", "js", f"tests-{DEFAULT_PYTHON}", "browser"]
 # Pythons not installed here are skipped; CI names its Python and passes
 # --error-on-missing-interpreters so a missing one fails there.
 nox.options.error_on_missing_interpreters = False
@@ -68,7 +70,8 @@ def tests(session: nox.Session, database: str) -> None:
                 )
             session.skip(f"{problem}; set REACTIVE_PG_HOST/PORT/USER to run this cell.")
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs, env=env)
+    # tests/browser needs the demo and browser extras and runs in its own session.
+    session.run("python", "-m", "pytest", "--ignore=tests/browser", *session.posargs, env=env)
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -83,6 +86,35 @@ def lint(session: nox.Session) -> None:
 def js(session: nox.Session) -> None:
     """The JS client's unit tests with Node's built-in runner (Node 20+)."""
     session.run("node", "--test", "tests/js/", external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+@nox.parametrize("django", ["4.2"])
+def compat(session: nox.Session, django: str) -> None:
+    """The suite on SQLite with an older supported Django (the tests cell takes the newest)."""
+    major = int(django.split(".")[0])
+    session.install("-e", ".[test]", f"Django>={django},<{major + 1}.0")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--ignore=tests/browser",
+        *session.posargs,
+        env={"REACTIVE_DATABASE": "sqlite"},
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def browser(session: nox.Session) -> None:
+    """The example project in Debian's Chromium through Playwright, and the demo command.
+
+    Uses /usr/bin/chromium (apt-get install chromium; REACTIVE_CHROMIUM names
+    another); no browser is downloaded. Without it, or without Playwright, the
+    tests skip, or fail when REACTIVE_REQUIRE_ALL=1. The live page's screenshot
+    is left in tests/artifacts/.
+    """
+    session.install("-e", ".[test,demo,browser]")
+    session.run("python", "-m", "pytest", "tests/browser", *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -3,11 +3,11 @@
 
 1. Starts one private ``redis-server`` (unless ``REDIS_URL`` is set) and
    exports ``REDIS_URL``, so every process below shares it.
-2. Migrates the SQLite database and loads sample tasks if there are none.
-3. Starts the processes of ``Procfile`` with honcho: the ASGI server (uvicorn)
-   and one Celery worker; ``--changes RATE`` adds ``make_changes``.
-4. On Ctrl-C or SIGTERM, honcho stops them (SIGTERM, then SIGKILL after 5 s),
-   and Redis is stopped last, when this process exits.
+2. Migrates the SQLite database and loads the demo accounts and sample tasks.
+3. Starts the processes of ``Procfile`` with honcho: the ASGI server (uvicorn),
+   one Celery worker and ``celery beat``; ``--changes RATE`` adds ``make_changes``.
+4. On Ctrl-C or SIGTERM, honcho stops them (SIGTERM to each process group,
+   then SIGKILL after 5 s), and Redis is stopped last, when this process exits.
 """
 
 from __future__ import annotations
@@ -19,17 +19,25 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_DATABASE = HERE / "db.sqlite3"  # as board/settings.py has it
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to serve on (8000)")
+    parser.add_argument(
+        "--database",
+        default=str(DEFAULT_DATABASE),
+        metavar="PATH",
+        help="SQLite file, created when missing (example_project/db.sqlite3)",
+    )
     parser.add_argument(
         "--changes", type=float, metavar="RATE", help="also run make_changes at RATE changes/s"
     )
@@ -50,7 +58,7 @@ def start_redis() -> str:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def announce_when_listening(host: str, port: int, redis_url: str) -> None:
+def announce_when_listening(host: str, port: int, env: str) -> None:
     """Print the URL once the server accepts connections (in a thread)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,8 +70,9 @@ def announce_when_listening(host: str, port: int, redis_url: str) -> None:
         shown = f"[{host}]" if ":" in host else host
         print(
             f"\n  Demo running at http://{shown}:{port}/  (admin: /admin/, API: /api/tasks/)\n"
+            f"  Log in as admin, alice or bob, password demo.\n"
             f"  More changes, from another shell in {HERE}:\n"
-            f"    REDIS_URL={redis_url} {shlex.quote(sys.executable)} manage.py make_changes "
+            f"    {env} {shlex.quote(sys.executable)} manage.py make_changes "
             f"--rate 5 --duration 30\n"
             f"  Ctrl-C stops everything.\n",
             flush=True,
@@ -91,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
         "HOST": args.host,
         "PORT": str(args.port),
+        "DEMO_SQLITE_PATH": str(Path(args.database).resolve()),
     }
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=HERE, env=env, check=True)
     subprocess.run([*manage, "load_sample_tasks"], cwd=HERE, env=env, check=True)
+
+    # Beat keeps its last-run times in a file; a fresh one each run, removed at exit.
+    schedule_dir = tempfile.TemporaryDirectory(prefix="reactive-demo-beat-")
+    env["BEAT_SCHEDULE"] = str(Path(schedule_dir.name) / "celerybeat-schedule")
 
     manager = Manager()
     for name, command in parse_procfile((HERE / "Procfile").read_text()).processes.items():
@@ -102,10 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.changes:
         command = shlex.join([*manage, "make_changes", f"--rate={args.changes}", "--duration=0"])
         manager.add_process("changes", command, env=env, cwd=str(HERE))
+    # What a manage.py command run by hand needs to reach this demo's Redis and database.
+    shared = {"REDIS_URL": redis_url}
+    if Path(args.database).resolve() != DEFAULT_DATABASE:
+        shared["DEMO_SQLITE_PATH"] = env["DEMO_SQLITE_PATH"]
+    shared_env = " ".join(f"{key}={shlex.quote(value)}" for key, value in shared.items())
     threading.Thread(
-        target=announce_when_listening, args=(args.host, args.port, redis_url), daemon=True
+        target=announce_when_listening, args=(args.host, args.port, shared_env), daemon=True
     ).start()
-    manager.loop()
+    try:
+        manager.loop()
+    finally:
+        schedule_dir.cleanup()
     return manager.returncode or 0
 
 

@@ -111,6 +111,16 @@ REACTIVE_CELERY = {"REDIS_URL": f"{REDIS_URL}/0"}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"quiet_polling": {"()": "board.log_filters.QuietPolling"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"reactive_celery": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        # Not propagated: under Celery the root logger prints them a second time.
+        "reactive_celery": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Celery's own records of every task received, finished or sent by beat.
+        **{
+            name: {"filters": ["quiet_polling"]}
+            for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+        },
+        "reactive_celery.tasks": {"filters": ["quiet_polling"]},
+    },
 }

@@ -1,15 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
 from rest_framework.routers import DefaultRouter
 
-from tasks.views import TaskViewSet
+from tasks.views import ServerStatusViewSet, TaskViewSet, board
 
 router = DefaultRouter()
 router.register("tasks", TaskViewSet)
+router.register("status", ServerStatusViewSet, basename="status")
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="tasks/index.html"), name="index"),
+    path("", board, name="board"),
     path("admin/", admin.site.urls),
     path("api/queryobserver/", include("reactive_celery.urls")),
     path("api/", include(router.urls)),
