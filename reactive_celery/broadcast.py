@@ -8,6 +8,7 @@ opens a fresh Redis connection per call.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,8 @@ from .conf import reactive_settings
 from .exceptions import ConfigurationError
 
 __all__ = ["diff_message", "error_message", "group_name", "layer", "send"]
+
+SEND_ATTEMPTS = 3
 
 DIFF = "reactive.diff"
 ERROR = "reactive.error"
@@ -76,5 +79,14 @@ def send(
         for group, channel in adds:
             await channel_layer.group_add(group, channel)
 
-    if adds or sends or discards:
-        async_to_sync(run)()
+    if not (adds or sends or discards):
+        return
+    # The version is already stored: a lost push would leave clients silently behind.
+    for attempt in range(SEND_ATTEMPTS):
+        try:
+            async_to_sync(run)()
+            return
+        except Exception:
+            if attempt == SEND_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))

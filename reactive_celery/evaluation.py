@@ -77,7 +77,9 @@ def result_from_response(response: Response) -> Result:
 class GetRequest(HttpRequest):
     """A GET built without a client: for workers and socket subscriptions."""
 
-    def __init__(self, path: str, query_string: str, host: str, secure: bool) -> None:
+    def __init__(
+        self, path: str, query_string: str, host: str, secure: bool, remote_addr: str = ""
+    ) -> None:
         super().__init__()
         hostname, _, port = host.partition(":")
         self.method = "GET"
@@ -94,6 +96,8 @@ class GetRequest(HttpRequest):
                 "HTTP_ACCEPT": "application/json",
             }
         )
+        if remote_addr:
+            self.META["REMOTE_ADDR"] = remote_addr
         self._scheme = "https" if secure else "http"
 
     def _get_scheme(self) -> str:
@@ -111,9 +115,21 @@ def _user(pk: str | None) -> Any:
         return AnonymousUser()
     model = get_user_model()
     try:
-        return model._default_manager.get(pk=model._meta.pk.to_python(pk))
+        user = model._default_manager.get(pk=model._meta.pk.to_python(pk))
     except model.DoesNotExist:
         raise ObserverGone("The observing user no longer exists.") from None
+    # DRF's forced authentication does not look at is_active; a session would.
+    if not getattr(user, "is_active", True):
+        raise ObserverForbidden("The observing user was deactivated.")
+    return user
+
+
+def _unthrottled(func: Any) -> Any:
+    # Evaluations are the server's own work: they must not spend (or be refused by)
+    # the user's request quota, and anonymous ones all share one REMOTE_ADDR.
+    initkwargs = {**getattr(func, "initkwargs", {}), "throttle_classes": ()}
+    actions = getattr(func, "actions", None)
+    return func.cls.as_view(actions, **initkwargs) if actions else func.cls.as_view(**initkwargs)
 
 
 def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
@@ -132,7 +148,7 @@ def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
     request = GetRequest(spec.path, spec.query_string, spec.host, spec.secure)
     request.run_as(_user(run_as))
     with capture_tables() as tables:
-        response = match.func(request, *match.args, **match.kwargs)
+        response = _unthrottled(match.func)(request, *match.args, **match.kwargs)
     status = getattr(response, "status_code", 500)
     if status == 404:
         return Result(items=[], tables=tables)

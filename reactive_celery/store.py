@@ -370,7 +370,15 @@ def forget_dependency(oid: str, tables: Iterable[str]) -> None:
 # --- queueing and locking ----------------------------------------------------
 
 _QUEUE_DEPENDENTS = """
-local observers = redis.call('SUNION', unpack(KEYS))
+-- KEYS: the tables' dependency sets, then the watch zset (observers being created)
+local observers = {}
+if #KEYS > 1 then observers = redis.call('SUNION', unpack(KEYS, 1, #KEYS - 1)) end
+redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', redis.call('TIME')[1])
+local seen = {}
+for _, oid in ipairs(observers) do seen[oid] = true end
+for _, oid in ipairs(redis.call('ZRANGE', KEYS[#KEYS], 0, -1)) do
+  if not seen[oid] then table.insert(observers, oid) end
+end
 local queued = {}
 for _, oid in ipairs(observers) do
   if redis.call('SET', ARGV[1] .. oid, '1', 'NX', 'EX', ARGV[2]) then
@@ -389,10 +397,36 @@ def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
     names = [key("dep", t) for t in sorted(set(tables))]
     if not names:
         return [], []
+    names.append(key("watch"))
     # A task lost with its broker (a Redis restart) must not block its observer for long.
     ttl = _seconds(max(30, 2 * reactive_settings.EVALUATION_TIME_LIMIT))
     observers, queued = client().eval(_QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl)
     return list(observers), list(queued)
+
+
+def watch(oid: str, seconds: float) -> None:
+    """Treat ``oid`` as reading every table until ``unwatch``, for at most ``seconds``.
+
+    Called while a subscription creates or refreshes an observer: a write that
+    commits before its dependencies are stored must still reach it.
+    """
+    r = client()
+    until = int(r.time()[0]) + _seconds(seconds)
+    pipe = r.pipeline(transaction=True)
+    pipe.zadd(key("watch"), {oid: until})
+    pipe.expire(key("watch"), _seconds(seconds) * 2)
+    pipe.execute()
+
+
+def unwatch(oid: str) -> None:
+    """End ``watch``; the observer's stored dependencies take over."""
+    client().zrem(key("watch"), oid)
+
+
+def now_ms() -> int:
+    """Redis's clock in milliseconds: one clock for every host."""
+    seconds, micros = client().time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def clear_queued(oid: str) -> None:

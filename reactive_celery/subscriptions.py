@@ -8,7 +8,6 @@ the first diff the socket receives.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import redis
@@ -16,6 +15,7 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied, 
 from rest_framework.response import Response
 
 from . import broadcast, store
+from .conf import reactive_settings
 from .decorators import ReactiveOptions
 from .diff import diff
 from .evaluation import result_from_response, view_path
@@ -64,6 +64,8 @@ def _strip_observe(request: Any) -> None:
     query.pop(OBSERVE_PARAM, None)
     query._mutable = False
     request._request.GET = query
+    # Pagination links are built from META: keep the subscriber id out of them.
+    request._request.META["QUERY_STRING"] = query.urlencode()
 
 
 def observe(
@@ -119,9 +121,15 @@ def _observe(
     try:
         lock = store.observer_lock(oid)
         with lock as held:
-            response = _subscribe_locked(
-                viewset, request, method, args, kwargs, spec, subscriber, user, options
-            )
+            # Until its dependencies are stored, any committed write must reach this
+            # observer: the running view may already have read past it.
+            store.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
+            try:
+                response = _subscribe_locked(
+                    viewset, request, method, args, kwargs, spec, subscriber, user, options
+                )
+            finally:
+                store.unwatch(oid)
     except ObserverError as exc:
         raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
@@ -160,12 +168,11 @@ def _subscribe_locked(
         changes = diff(previous, result.items, spec.primary_key) if stored else []
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+    # A recreated observer must never repeat a version a client still holds:
+    # it starts at Redis's clock in ms, which outruns one evaluation per version.
+    version = store.now_ms()
     if stored:
         version = stored.version + 1 if changes else stored.version
-    else:
-        # A recreated observer must never repeat a version a client still holds:
-        # start at the clock in ms, which outruns one evaluation per version.
-        version = int(time.time() * 1000)
     # Subscribe first: a concurrent last unsubscribe then finds a member and keeps the observer.
     store.subscribe(oid, subscriber.id)
     store.save_observer(

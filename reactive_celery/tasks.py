@@ -46,6 +46,8 @@ def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
     reject_on_worker_lost=True,
     serializer="json",
     ignore_result=True,
+    # Over the hard limit the message goes back to the broker, so MAX_STARTS applies.
+    acks_on_timeout=False,
 )
 def evaluate(oid: str) -> None:
     """Evaluate one observer and push what changed; reruns once if changed meanwhile."""
@@ -64,10 +66,17 @@ def evaluate(oid: str) -> None:
         stop_observer(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
         store.release_or_continue(oid, token, ttl_ms, keep=False)
         return
+    # Reruns share this task's time limit: past half of it, hand over to a new task.
+    deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
     try:
         while True:
-            evaluate_observer(oid)
-            if store.release_or_continue(oid, token, ttl_ms) != 1:
+            new_tables = evaluate_observer(oid)
+            if time.monotonic() >= deadline:
+                if store.release_or_continue(oid, token, ttl_ms, keep=False) == 1 or new_tables:
+                    enqueue_evaluation(oid)
+                break
+            # Newly read tables were not followed during this run: look once more.
+            if not new_tables and store.release_or_continue(oid, token, ttl_ms) != 1:
                 break
     except BaseException:
         store.release_or_continue(oid, token, ttl_ms, keep=False)
@@ -76,53 +85,55 @@ def evaluate(oid: str) -> None:
         store.clear_starts(oid)
 
 
-def evaluate_observer(oid: str) -> int | None:
+def evaluate_observer(oid: str) -> bool:
     """One evaluation under the lock: run the view, diff, store, broadcast.
 
-    Returns the new version when the result changed, else None.
+    Returns True when the view read tables the observer did not follow before:
+    a write to them during this run went unnoticed, so the caller runs it again.
     """
     observer = store.load_observer(oid)
     if observer is None:
-        return None
+        return False
     spec = ObserverSpec.from_json(observer.spec)
     started = time.perf_counter()
     try:
         result = evaluate_spec(spec, spec.user if spec.user is not None else observer.creator)
     except ObserverForbidden as exc:
         stop_observer(oid, "forbidden", str(exc))
-        return None
+        return False
     except ObserverGone as exc:
         stop_observer(oid, "gone", str(exc))
-        return None
+        return False
     except SoftTimeLimitExceeded:
         stop_observer(
             oid,
             "timeout",
             f"Evaluation took longer than {reactive_settings.EVALUATION_TIME_LIMIT} s.",
         )
-        return None
+        return False
     except (ObserverError, ValueError) as exc:
         stop_observer(oid, "error", str(exc))
-        return None
+        return False
     except Exception:
         logger.exception("Observer %s (%s) raised; it is stopped.", oid, spec.view)
         stop_observer(oid, "error", "The view raised an exception; see the server log.")
-        return None
+        return False
     elapsed = time.perf_counter() - started
     _log_limits(oid, spec, elapsed, len(result.items))
     try:
         changes = diff(observer.items, result.items, spec.primary_key)
     except ValueError as exc:
         stop_observer(oid, "error", str(exc))
-        return None
+        return False
     version = observer.version + 1 if changes else observer.version
+    tables = result.tables | set(_declared(spec))
     store.save_observer(
         oid,
         spec=observer.spec,
         items=result.items,
         meta=result.meta,
         version=version,
-        tables=result.tables | set(_declared(spec)),
+        tables=tables,
         creator=observer.creator,
         old_tables=observer.tables,
         evaluated=True,
@@ -131,8 +142,7 @@ def evaluate_observer(oid: str) -> int | None:
         store.record_diff(oid, version, spec.primary_key, changes)
         message = broadcast.diff_message(oid, version, spec.primary_key, changes)
         broadcast.send(group_sends=[(broadcast.group_name(oid), message)])
-        return version
-    return None
+    return bool(tables - set(observer.tables))
 
 
 def _declared(spec: ObserverSpec) -> list[str]:

@@ -48,7 +48,13 @@ def _reactive_method(func: Any) -> Any:
 
 
 def subscribe_url(
-    url: str, subscriber_id: str, user: Any, host: str, secure: bool, since: int | None
+    url: str,
+    subscriber_id: str,
+    user: Any,
+    host: str,
+    secure: bool,
+    since: int | None,
+    remote_addr: str = "",
 ) -> dict[str, Any]:
     """Subscribe ``subscriber_id`` to the view at ``url``; return the answer's data.
 
@@ -68,7 +74,7 @@ def subscribe_url(
     query_string = "&".join(
         s for s in (query.urlencode(), urlencode({OBSERVE_PARAM: subscriber_id})) if s
     )
-    request = GetRequest(parts.path, query_string, host, secure).run_as(user)
+    request = GetRequest(parts.path, query_string, host, secure, remote_addr).run_as(user)
     setattr(request, RESUME_ATTRIBUTE, since)
     response = match.func(request, *match.args, **match.kwargs)
     status = getattr(response, "status_code", 500)

@@ -84,3 +84,17 @@ def _settings():
     from django.conf import settings
 
     return dict(settings.REACTIVE_CELERY)
+
+
+def test_a_watched_observer_is_queued_for_any_table_until_unwatched(store_redis):
+    store.watch("new", 30)
+    assert store.queue_dependents({"any_table"}) == (["new"], ["new"])
+    store.clear_queued("new")
+    store.unwatch("new")
+    assert store.queue_dependents({"any_table"}) == ([], [])
+
+
+def test_watch_entries_expire_by_themselves(store_redis):
+    store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
+    assert store.queue_dependents({"any_table"}) == ([], [])
+    assert store_redis.zcard("rc:watch") == 0

@@ -51,13 +51,23 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         self._heartbeat = asyncio.ensure_future(self._beat())
         return True
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the consumer; whatever ends it, the subscriber's state goes with it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A handler that raised ends the consumer without websocket.disconnect.
+            with contextlib.suppress(Exception):
+                await self.disconnect(1011)
+
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: end every subscription of this subscriber."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        if self.subscriber_id is None:
+        sid, self.subscriber_id = self.subscriber_id, None
+        if sid is None:
             return
-        observers = await call(store.remove_subscriber, self.subscriber_id, self.channel_name)
+        observers = await call(store.remove_subscriber, sid, self.channel_name)
         for oid in observers:
             await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
 

@@ -7,6 +7,7 @@ refused request gets an ``error`` frame with a code and changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -21,6 +22,8 @@ from ..url_subscribe import SubscribeRefused, subscribe_url
 from .base import CLOSE_FOREIGN_ID, SubscriberSocket, call
 
 __all__ = ["BatchedConsumer", "diff_frame"]
+
+logger = logging.getLogger(__name__)
 
 _OBSERVER_ID = re.compile(r"[0-9a-f]{64}")
 _MAX_URL = 2048
@@ -68,6 +71,10 @@ class BatchedConsumer(SubscriberSocket):
             answer = await handler(message)
         except Refused as refused:
             answer = {"type": "error", "code": refused.code, "message": refused.message}
+        except Exception:
+            # One bad request must not take the socket (and its subscriptions) down.
+            logger.exception("Request on subscriber %s failed", self.subscriber_id)
+            answer = {"type": "error", "code": "error", "message": "The request failed."}
         if request_id is not None:
             answer["id"] = request_id
         await self.send_json(answer)
@@ -129,16 +136,29 @@ class BatchedConsumer(SubscriberSocket):
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
             )
         try:
-            data = await database_sync_to_async(subscribe_url)(
+            # Not thread-sensitive: a subscribe waiting on a busy observer's lock
+            # must not hold up every other socket (and auth) of this process.
+            data = await database_sync_to_async(subscribe_url, thread_sensitive=False)(
                 url,
                 self.subscriber_id,
                 self.scope.get("user"),
                 self._host(),
                 self.scope.get("scheme") in ("wss", "https"),
                 since,
+                (self.scope.get("client") or ("",))[0] or "",
             )
         except SubscribeRefused as refused:
             raise Refused(refused.code, refused.message) from None
+        if resuming_own and data["observer"] != oid and held >= reactive_settings.MAX_SUBSCRIPTIONS:
+            # The URL named a new observer after all: the limit applies to it.
+            await call(store.unsubscribe, data["observer"], self.subscriber_id)
+            await self.channel_layer.group_discard(
+                broadcast.group_name(data["observer"]), self.channel_name
+            )
+            raise Refused(
+                "too_many_subscriptions",
+                f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
+            )
         if oid is not None and data["observer"] != oid:
             # The URL now names another observer (another user, another query): start over.
             data.pop("diffs", None)

@@ -158,3 +158,28 @@ def test_cross_origin_socket_is_refused(live):
 
     with pytest.raises(InvalidStatus):
         live.batched(origin="http://evil.example")
+
+
+def test_deactivated_user_loses_the_subscription(live):
+    alice = User.objects.create_user("alice")
+    sock = live.batched(live.login(alice))
+    answer = sock.subscribe("/api/own/")
+    alice.is_active = False
+    alice.save()
+    Item.objects.create(name="next change", owner=alice)
+    frame = sock.next_push()
+    assert (frame["type"], frame["code"], frame["observer"]) == (
+        "error",
+        "forbidden",
+        answer["observer"],
+    )
+
+
+def test_evaluations_do_not_spend_the_users_request_quota(live):
+    sock = live.batched()
+    sock.subscribe("/api/throttled/")  # the one request a minute this client may make
+    for name in ("first", "second", "third"):
+        Item.objects.create(name=name)
+        frame = sock.next_push()
+        assert frame["type"] == "diff", frame
+        assert frame["added"][-1]["item"]["name"] == name

@@ -113,6 +113,7 @@ def test_limit_offset_window_pulls_in_the_next_row(live):
     assert [i["id"] for i in answer["items"]] == [r.pk for r in rows[:10]]
     assert answer["count"] == 20
     assert "offset=10" in answer["next"]
+    assert "observe=" not in answer["next"]  # the subscriber id stays private
 
     deleted = rows[2].pk
     rows[2].delete()

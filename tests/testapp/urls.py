@@ -11,6 +11,7 @@ router.register("own", views.OwnItemViewSet, basename="own")
 router.register("staff", views.StaffItemViewSet, basename="staff")
 router.register("plain", views.PlainItemViewSet, basename="plain")
 router.register("slow", views.SlowItemViewSet, basename="slow")
+router.register("throttled", views.ThrottledItemViewSet, basename="throttled")
 router.register("ticks", ops_views.TickViewSet, basename="ticks")
 router.register("stalling", ops_views.StallingItemViewSet, basename="stalling")
 

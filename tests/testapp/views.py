@@ -4,6 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import LimitOffsetPagination, PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
 
 from reactive_celery import reactive
 
@@ -104,3 +105,16 @@ class SlowItemViewSet(viewsets.ReadOnlyModelViewSet):
 
         time.sleep(1.5)
         return super().list(request, *args, **kwargs)
+
+
+class OncePerMinute(AnonRateThrottle):
+    rate = "1/min"
+
+
+@reactive
+class ThrottledItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """Anonymous clients may GET once a minute; evaluations must not count."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer
+    throttle_classes = [OncePerMinute]
