@@ -13,6 +13,7 @@ Keys (all under ``KEY_PREFIX``, all with a lifetime)::
     dirty:<oid>        flag  a change arrived during the evaluation
     retry:<oid>        flag  a contended task scheduled a retry
     starts:<oid>       count evaluations started and not finished (crash cap)
+    watch              zset  observers being created, scored by expiry: queued for any table
     poll               zset  polling observer ids, scored by next due time (polling.py)
     stats:*            evaluation count, timings, last errors (stats.py)
 
