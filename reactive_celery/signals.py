@@ -38,10 +38,10 @@ class _PendingTables:
 
 def enqueue_dependents(tables: set[str]) -> list[str]:
     """Queue one evaluation for each observer of ``tables`` not already queued."""
-    from . import store, tasks
+    from . import coordination, tasks
 
     try:
-        _, queued = store.queue_dependents(tables)
+        _, queued = coordination.queue_dependents(tables)
         for oid in queued:
             tasks.enqueue_evaluation(oid)
     except Exception:

@@ -24,25 +24,39 @@ from __future__ import annotations
 
 import json
 import math
-import time
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from .conf import reactive_settings
-from .exceptions import ConfigurationError, ForeignSubscriber, ObserverError
+from .exceptions import ConfigurationError, ForeignSubscriber
 
 __all__ = [
     "Observer",
     "Subscriber",
-    "acquire_or_mark_dirty",
     "client",
+    "count_evaluation",
+    "drop_observer",
+    "forget_dependency",
+    "get_subscriber",
+    "heartbeat",
+    "is_subscribed",
     "key",
+    "load_observer",
+    "now_ms",
+    "record_diff",
+    "register_subscriber",
+    "remove_subscriber",
+    "replay",
     "reset_client",
+    "save_observer",
+    "subscribe",
+    "subscribers",
+    "subscription_count",
+    "ttl_seconds",
+    "unsubscribe",
 ]
 
 _client: redis.Redis | None = None
@@ -67,8 +81,8 @@ def reset_client() -> None:
     _client = None
 
 
-def _seconds(value: float) -> int:
-    # EXPIRE takes whole seconds, and 0 would delete the key at once.
+def ttl_seconds(value: float) -> int:
+    """Whole seconds for EXPIRE; never 0, which would delete the key at once."""
     return max(1, math.ceil(value))
 
 
@@ -112,7 +126,7 @@ def register_subscriber(sid: str, channel: str, user: str) -> list[str]:
 
     Raises ``ForeignSubscriber`` when the id is held by another user.
     """
-    ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
+    ttl = ttl_seconds(reactive_settings.SUBSCRIBER_TTL)
     result = client().eval(_REGISTER, 2, *_subscriber_keys(sid), channel, user, ttl)
     if result == -1:
         raise ForeignSubscriber("This subscriber id belongs to another user.")
@@ -157,8 +171,8 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
     if r.hget(sub_key, "channel") != channel:
         return None
     observers = list(r.smembers(sub_obs))
-    ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
-    obs_ttl = _seconds(reactive_settings.OBSERVER_TTL)
+    ttl = ttl_seconds(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = ttl_seconds(reactive_settings.OBSERVER_TTL)
     tables_of = r.pipeline(transaction=False)
     for oid in observers:
         tables_of.hget(key("obs", oid), "tables")
@@ -223,7 +237,7 @@ def save_observer(
 ) -> None:
     """Write an observer's result and move its dependency entries to ``tables``."""
     tables = sorted(set(tables))
-    ttl = _seconds(reactive_settings.OBSERVER_TTL)
+    ttl = ttl_seconds(reactive_settings.OBSERVER_TTL)
     obs_key = key("obs", oid)
     pipe = client().pipeline(transaction=True)
     pipe.hset(
@@ -255,7 +269,7 @@ def record_diff(oid: str, version: int, primary_key: str, changes: list[dict[str
     pipe = client().pipeline(transaction=True)
     pipe.lpush(log_key, json.dumps(entry, separators=(",", ":")))
     pipe.ltrim(log_key, 0, int(reactive_settings.REPLAY_BUFFER) - 1)
-    pipe.expire(log_key, _seconds(reactive_settings.OBSERVER_TTL))
+    pipe.expire(log_key, ttl_seconds(reactive_settings.OBSERVER_TTL))
     pipe.execute()
 
 
@@ -281,8 +295,8 @@ def count_evaluation(oid: str) -> None:
 
 def subscribe(oid: str, sid: str) -> None:
     """Record that subscriber ``sid`` follows observer ``oid``."""
-    sub_ttl = _seconds(reactive_settings.SUBSCRIBER_TTL)
-    obs_ttl = _seconds(reactive_settings.OBSERVER_TTL)
+    sub_ttl = ttl_seconds(reactive_settings.SUBSCRIBER_TTL)
+    obs_ttl = ttl_seconds(reactive_settings.OBSERVER_TTL)
     pipe = client().pipeline(transaction=True)
     pipe.sadd(key("obs", oid, "subs"), sid)
     pipe.expire(key("obs", oid, "subs"), obs_ttl)
@@ -368,163 +382,7 @@ def forget_dependency(oid: str, tables: Iterable[str]) -> None:
     pipe.execute()
 
 
-# --- queueing and locking ----------------------------------------------------
-
-_QUEUE_DEPENDENTS = """
--- KEYS: the tables' dependency sets, then the watch zset (observers being created)
-local observers = {}
-if #KEYS > 1 then observers = redis.call('SUNION', unpack(KEYS, 1, #KEYS - 1)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', redis.call('TIME')[1])
-local seen = {}
-for _, oid in ipairs(observers) do seen[oid] = true end
-for _, oid in ipairs(redis.call('ZRANGE', KEYS[#KEYS], 0, -1)) do
-  if not seen[oid] then table.insert(observers, oid) end
-end
-local queued = {}
-for _, oid in ipairs(observers) do
-  if redis.call('SET', ARGV[1] .. oid, '1', 'NX', 'EX', ARGV[2]) then
-    table.insert(queued, oid)
-  end
-end
-return {observers, queued}
-"""
-
-
-def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Observers that read any of ``tables``, and those of them not already queued.
-
-    The second list is marked queued; the caller enqueues one evaluation for each.
-    """
-    names = [key("dep", t) for t in sorted(set(tables))]
-    if not names:
-        return [], []
-    names.append(key("watch"))
-    # A task lost with its broker (a Redis restart) must not block its observer for long.
-    ttl = _seconds(max(30, 2 * reactive_settings.EVALUATION_TIME_LIMIT))
-    observers, queued = client().eval(_QUEUE_DEPENDENTS, len(names), *names, key("queued", ""), ttl)
-    return list(observers), list(queued)
-
-
-def watch(oid: str, seconds: float) -> None:
-    """Treat ``oid`` as reading every table until ``unwatch``, for at most ``seconds``.
-
-    Called while a subscription creates or refreshes an observer: a write that
-    commits before its dependencies are stored must still reach it.
-    """
-    r = client()
-    until = int(r.time()[0]) + _seconds(seconds)
-    pipe = r.pipeline(transaction=True)
-    pipe.zadd(key("watch"), {oid: until})
-    pipe.expire(key("watch"), _seconds(seconds) * 2)
-    pipe.execute()
-
-
-def unwatch(oid: str) -> None:
-    """End ``watch``; the observer's stored dependencies take over."""
-    client().zrem(key("watch"), oid)
-
-
 def now_ms() -> int:
     """Redis's clock in milliseconds: one clock for every host."""
     seconds, micros = client().time()
     return int(seconds) * 1000 + int(micros) // 1000
-
-
-def clear_queued(oid: str) -> None:
-    """Called when an evaluate task starts: later changes must queue a new one."""
-    client().delete(key("queued", oid))
-
-
-_ACQUIRE_OR_MARK_DIRTY = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -2 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-return redis.call('PTTL', KEYS[1])
-"""
-
-
-def acquire_or_mark_dirty(oid: str, token: str, ttl_ms: int) -> int:
-    """Take the observer's lock (-2) or mark it dirty and return the lock's ms to live."""
-    return int(
-        client().eval(_ACQUIRE_OR_MARK_DIRTY, 2, key("lock", oid), key("dirty", oid), token, ttl_ms)
-    )
-
-
-_RELEASE_OR_CONTINUE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('DEL', KEYS[2]) == 1 and ARGV[3] == '1' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-redis.call('DEL', KEYS[1])
-return 0
-"""
-
-
-def release_or_continue(oid: str, token: str, ttl_ms: int, keep: bool = True) -> int:
-    """End an evaluation: 1 if a change arrived meanwhile and the lock is kept for a rerun.
-
-    0: released; -1: the lock was no longer ours. With ``keep=False`` the lock is
-    always released and 1 still reports the pending change.
-    """
-    return int(
-        client().eval(
-            _RELEASE_OR_CONTINUE,
-            2,
-            key("lock", oid),
-            key("dirty", oid),
-            token,
-            ttl_ms,
-            "1" if keep else "0",
-        )
-    )
-
-
-def claim_retry(oid: str, ttl_ms: int) -> bool:
-    """True for the first contended task to schedule a retry within ``ttl_ms``."""
-    return bool(client().set(key("retry", oid), "1", nx=True, px=max(ttl_ms, 1)))
-
-
-def count_start(oid: str) -> int:
-    """Count an evaluation start; the count survives a killed worker (redelivery cap)."""
-    pipe = client().pipeline(transaction=True)
-    pipe.incr(key("starts", oid))
-    pipe.expire(key("starts", oid), _seconds(reactive_settings.OBSERVER_TTL))
-    return int(pipe.execute()[0])
-
-
-def clear_starts(oid: str) -> None:
-    """An evaluation finished (well or with a handled error)."""
-    client().delete(key("starts", oid))
-
-
-class _LockState:
-    """The lock held by ``observer_lock``."""
-
-    def __init__(self, oid: str, token: str, ttl_ms: int) -> None:
-        self.oid = oid
-        self.token = token
-        self.ttl_ms = ttl_ms
-        self.changed_meanwhile = False
-
-
-@contextmanager
-def observer_lock(oid: str) -> Iterator[_LockState]:
-    """Hold the observer's lock, waiting up to ``LOCK_WAIT``.
-
-    On exit the lock is released and ``changed_meanwhile`` on the yielded state
-    says whether a change arrived while it was held (the caller re-queues).
-    """
-    token = uuid.uuid4().hex
-    ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 5) * 1000)
-    deadline = time.monotonic() + reactive_settings.LOCK_WAIT
-    lock_key = key("lock", oid)
-    r = client()
-    while not r.set(lock_key, token, nx=True, px=ttl_ms):
-        if time.monotonic() > deadline:
-            raise ObserverError("The observer is busy with a long evaluation; try again shortly.")
-        time.sleep(0.005)
-    state = _LockState(oid, token, ttl_ms)
-    try:
-        yield state
-    finally:
-        state.changed_meanwhile = release_or_continue(oid, token, ttl_ms, keep=False) == 1

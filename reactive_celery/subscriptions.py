@@ -14,7 +14,7 @@ import redis
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from . import broadcast, store
+from . import broadcast, coordination, store
 from .conf import reactive_settings
 from .decorators import ReactiveOptions
 from .diff import diff
@@ -119,17 +119,17 @@ def _observe(
     oid = spec.id
     _strip_observe(request)
     try:
-        lock = store.observer_lock(oid)
+        lock = coordination.observer_lock(oid)
         with lock as held:
             # Until its dependencies are stored, any committed write must reach this
             # observer: the running view may already have read past it.
-            store.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
+            coordination.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
             try:
                 response = _subscribe_locked(
                     viewset, request, method, args, kwargs, spec, subscriber, user, options
                 )
             finally:
-                store.unwatch(oid)
+                coordination.unwatch(oid)
     except ObserverError as exc:
         raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import redis
 from celery import shared_task
 
-from . import store
+from . import coordination, store
 
 __all__ = ["key_pattern", "sweep", "sweep_task"]
 
@@ -146,7 +146,7 @@ def _drop_abandoned_observers(r: redis.Redis, report: Counter[str]) -> None:
                     store.drop_observer(oid)
                     report["observers"] += 1
                 finally:
-                    store.release_or_continue(oid, token, LOCK_MS, keep=False)
+                    coordination.release_or_continue(oid, token, LOCK_MS, keep=False)
                 logger.info("Swept observer %s: no live subscribers", oid, extra={"observer": oid})
 
 

@@ -13,7 +13,7 @@ import uuid
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import broadcast, stats, store
+from . import broadcast, coordination, stats, store
 from .conf import reactive_settings
 from .diff import diff
 from .evaluation import ObserverForbidden, evaluate_spec
@@ -51,20 +51,20 @@ def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
 )
 def evaluate(oid: str) -> None:
     """Evaluate one observer and push what changed; reruns once if changed meanwhile."""
-    store.clear_queued(oid)
+    coordination.clear_queued(oid)
     token = uuid.uuid4().hex
     # Outlives Celery's hard limit (limit + 2 s), so only a dead worker's lock expires.
     ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 5) * 1000)
-    remaining = store.acquire_or_mark_dirty(oid, token, ttl_ms)
+    remaining = coordination.acquire_or_mark_dirty(oid, token, ttl_ms)
     if remaining != -2:
         # Another worker is evaluating and will rerun; if it died, its lock expires
         # and this one retry picks the change up.
-        if store.claim_retry(oid, remaining):
+        if coordination.claim_retry(oid, remaining):
             enqueue_evaluation(oid, countdown=max(remaining, 0) / 1000 + 0.05)
         return
-    if store.count_start(oid) > MAX_STARTS:
+    if coordination.count_start(oid) > MAX_STARTS:
         stop_observer(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
-        store.release_or_continue(oid, token, ttl_ms, keep=False)
+        coordination.release_or_continue(oid, token, ttl_ms, keep=False)
         return
     # Reruns share this task's time limit: past half of it, hand over to a new task.
     deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
@@ -72,17 +72,20 @@ def evaluate(oid: str) -> None:
         while True:
             new_tables = evaluate_observer(oid)
             if time.monotonic() >= deadline:
-                if store.release_or_continue(oid, token, ttl_ms, keep=False) == 1 or new_tables:
+                if (
+                    coordination.release_or_continue(oid, token, ttl_ms, keep=False) == 1
+                    or new_tables
+                ):
                     enqueue_evaluation(oid)
                 break
             # Newly read tables were not followed during this run: look once more.
-            if not new_tables and store.release_or_continue(oid, token, ttl_ms) != 1:
+            if not new_tables and coordination.release_or_continue(oid, token, ttl_ms) != 1:
                 break
     except BaseException:
-        store.release_or_continue(oid, token, ttl_ms, keep=False)
+        coordination.release_or_continue(oid, token, ttl_ms, keep=False)
         raise
     finally:
-        store.clear_starts(oid)
+        coordination.clear_starts(oid)
 
 
 def evaluate_observer(oid: str) -> bool:

@@ -5,7 +5,7 @@ import threading
 import pytest
 from celery import Celery
 
-from reactive_celery import beat, polling, reactive, store
+from reactive_celery import beat, coordination, polling, reactive, store
 from tests.project.celery_app import app as celery_app
 from tests.testapp.ops_views import TickViewSet
 
@@ -69,7 +69,7 @@ def test_a_due_observer_still_queued_is_moved_on_but_not_enqueued_twice(store_re
     assert polling.claim_due() == ["o1"]
     make_due(store_redis, "o1")
     assert polling.claim_due() == []  # its evaluate task has not started yet
-    store.clear_queued("o1")
+    coordination.clear_queued("o1")
     make_due(store_redis, "o1")
     assert polling.claim_due() == ["o1"]
 

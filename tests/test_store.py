@@ -2,25 +2,25 @@
 
 import pytest
 
-from reactive_celery import store
+from reactive_celery import coordination, store
 from reactive_celery.exceptions import ForeignSubscriber
 
 TTL = 10_000
 
 
 def test_contended_lock_marks_dirty_and_the_holder_runs_again(store_redis):
-    assert store.acquire_or_mark_dirty("o1", "holder", TTL) == -2
-    assert store.acquire_or_mark_dirty("o1", "late", TTL) > 0
-    assert store.release_or_continue("o1", "holder", TTL) == 1  # rerun, lock kept
-    assert store.acquire_or_mark_dirty("o1", "later", TTL) > 0
-    assert store.release_or_continue("o1", "holder", TTL) == 1
-    assert store.release_or_continue("o1", "holder", TTL) == 0
+    assert coordination.acquire_or_mark_dirty("o1", "holder", TTL) == -2
+    assert coordination.acquire_or_mark_dirty("o1", "late", TTL) > 0
+    assert coordination.release_or_continue("o1", "holder", TTL) == 1  # rerun, lock kept
+    assert coordination.acquire_or_mark_dirty("o1", "later", TTL) > 0
+    assert coordination.release_or_continue("o1", "holder", TTL) == 1
+    assert coordination.release_or_continue("o1", "holder", TTL) == 0
     assert not store_redis.exists("rc:lock:o1")
 
 
 def test_release_with_a_foreign_token_changes_nothing(store_redis):
-    store.acquire_or_mark_dirty("o1", "holder", TTL)
-    assert store.release_or_continue("o1", "thief", TTL) == -1
+    coordination.acquire_or_mark_dirty("o1", "holder", TTL)
+    assert coordination.release_or_continue("o1", "thief", TTL) == -1
     assert store_redis.get("rc:lock:o1") == "holder"
 
 
@@ -29,21 +29,21 @@ def test_queue_dependents_queues_each_observer_once(store_redis):
         "o1", spec="{}", items=[], meta={}, version=1, tables=["t1", "t2"], creator=""
     )
     store.save_observer("o2", spec="{}", items=[], meta={}, version=1, tables=["t2"], creator="")
-    observers, queued = store.queue_dependents({"t1", "t2"})
+    observers, queued = coordination.queue_dependents({"t1", "t2"})
     assert sorted(observers) == ["o1", "o2"] and sorted(queued) == ["o1", "o2"]
-    assert store.queue_dependents({"t2"})[1] == []
-    store.clear_queued("o1")
-    assert store.queue_dependents({"t1", "t3"}) == (["o1"], ["o1"])
-    assert store.queue_dependents({"nothing"}) == ([], [])
+    assert coordination.queue_dependents({"t2"})[1] == []
+    coordination.clear_queued("o1")
+    assert coordination.queue_dependents({"t1", "t3"}) == (["o1"], ["o1"])
+    assert coordination.queue_dependents({"nothing"}) == ([], [])
 
 
 def test_every_key_has_a_lifetime(store_redis):
     store.register_subscriber("sub12345", "chan", "")
     store.save_observer("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
     store.subscribe("o1", "sub12345")
-    store.queue_dependents({"t"})
-    store.acquire_or_mark_dirty("o1", "holder", TTL)
-    store.acquire_or_mark_dirty("o1", "other", TTL)
+    coordination.queue_dependents({"t"})
+    coordination.acquire_or_mark_dirty("o1", "holder", TTL)
+    coordination.acquire_or_mark_dirty("o1", "other", TTL)
     for name in store_redis.keys("rc:*"):
         assert store_redis.ttl(name) > 0, name
 
@@ -87,14 +87,14 @@ def _settings():
 
 
 def test_a_watched_observer_is_queued_for_any_table_until_unwatched(store_redis):
-    store.watch("new", 30)
-    assert store.queue_dependents({"any_table"}) == (["new"], ["new"])
-    store.clear_queued("new")
-    store.unwatch("new")
-    assert store.queue_dependents({"any_table"}) == ([], [])
+    coordination.watch("new", 30)
+    assert coordination.queue_dependents({"any_table"}) == (["new"], ["new"])
+    coordination.clear_queued("new")
+    coordination.unwatch("new")
+    assert coordination.queue_dependents({"any_table"}) == ([], [])
 
 
 def test_watch_entries_expire_by_themselves(store_redis):
     store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
-    assert store.queue_dependents({"any_table"}) == ([], [])
+    assert coordination.queue_dependents({"any_table"}) == ([], [])
     assert store_redis.zcard("rc:watch") == 0

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from reactive_celery import polling, store
+from reactive_celery import coordination, polling, store
 from reactive_celery.sweep import sweep
 
 
@@ -65,7 +65,7 @@ def test_a_live_observer_is_left_whole(store_redis):
 
 def test_an_observer_being_subscribed_or_evaluated_is_not_dropped(store_redis):
     observer("o1", ("t",))  # saved, its first subscriber not yet recorded
-    with store.observer_lock("o1"):
+    with coordination.observer_lock("o1"):
         sweep()
         assert store.load_observer("o1") is not None
     sweep()
