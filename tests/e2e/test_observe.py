@@ -171,3 +171,18 @@ def test_without_observe_the_view_is_unchanged(live):
     response = live.http().get("/api/items/")
     assert response.status_code == 200
     assert [i["name"] for i in response.json()] == ["plain"]
+
+
+def test_patch_over_http_on_another_server_is_pushed(live):
+    item = Item.objects.create(name="before")
+    sock = live.socket()
+    live.observe("/api/items/", sock)
+    # The write goes through the API of the other ASGI server, as a browser's would.
+    response = live.http(port=live.ws_port).patch(f"/api/items/{item.pk}/", json={"name": "after"})
+    assert response.status_code == 200, response.text
+    frame = sock.recv()
+    assert (frame["msg"], frame["item"]["id"], frame["item"]["name"]) == (
+        "changed",
+        item.pk,
+        "after",
+    )
