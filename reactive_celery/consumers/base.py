@@ -69,7 +69,11 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             return
         observers = await call(store.remove_subscriber, sid, self.channel_name)
         for oid in observers:
-            await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
+            await self.leave(oid)
+
+    async def leave(self, oid: str) -> None:
+        """Stop receiving an observer's pushes on this socket."""
+        await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
 
     async def send_json(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from .. import broadcast, store
+from .. import store
 from ..conf import reactive_settings
 from ..diff import batch
 from ..url_subscribe import SubscribeRefused, subscribe_url
@@ -152,9 +152,7 @@ class BatchedConsumer(SubscriberSocket):
         if resuming_own and data["observer"] != oid and held >= reactive_settings.MAX_SUBSCRIPTIONS:
             # The URL named a new observer after all: the limit applies to it.
             await call(store.unsubscribe, data["observer"], self.subscriber_id)
-            await self.channel_layer.group_discard(
-                broadcast.group_name(data["observer"]), self.channel_name
-            )
+            await self.leave(data["observer"])
             raise Refused(
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
@@ -179,7 +177,7 @@ class BatchedConsumer(SubscriberSocket):
         if not await call(store.is_subscribed, oid, self.subscriber_id):
             raise Refused("not_subscribed", "This socket does not observe that observer.")
         await call(store.unsubscribe, oid, self.subscriber_id)
-        await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
+        await self.leave(oid)
         return {"type": "unsubscribed", "observer": oid}
 
     async def _ping(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +206,4 @@ class BatchedConsumer(SubscriberSocket):
                 "message": event["message"],
             }
         )
-        await self.channel_layer.group_discard(
-            broadcast.group_name(event["observer"]), self.channel_name
-        )
+        await self.leave(event["observer"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import broadcast
 from ..subscriptions import SUBSCRIBER_ID
 from .base import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SubscriberSocket
 
@@ -67,6 +66,4 @@ class SubscriberConsumer(SubscriberSocket):
                 "error": event["message"],
             }
         )
-        await self.channel_layer.group_discard(
-            broadcast.group_name(event["observer"]), self.channel_name
-        )
+        await self.leave(event["observer"])
