@@ -119,6 +119,14 @@ def browser(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Fan-out benchmark: one observer, many sockets; prints delivery and latency figures."""
+    """Fan-out benchmark: one observer, many sockets; prints delivery and latency figures.
+
+    ``nox -s bench -- dcrf --sockets 50 200 --rate 10 50`` runs the comparison
+    with djangochannelsrestframework (tests/benchmarks/compare_dcrf.py) instead.
+    """
     session.install("-e", ".[test]")
+    if session.posargs[:1] == ["dcrf"]:
+        session.install("djangochannelsrestframework")
+        session.run("python", "-m", "tests.benchmarks.compare_dcrf", *session.posargs[1:])
+        return
     session.run("python", "-m", "tests.benchmarks.fanout", *session.posargs)

@@ -234,12 +234,41 @@ def save_observer(
     creator: str,
     old_tables: Iterable[str] = (),
     evaluated: bool = False,
-) -> None:
-    """Write an observer's result and move its dependency entries to ``tables``."""
+    must_exist: bool = False,
+) -> bool:
+    """Write an observer's result and move its dependency entries to ``tables``.
+
+    With ``must_exist`` nothing is written, and False returned, when the
+    observer was dropped meanwhile (its last subscriber left during an evaluation).
+    """
     tables = sorted(set(tables))
+    obs_key = key("obs", oid)
+
+    def write(pipe: Any) -> bool:
+        if must_exist and not pipe.exists(obs_key):
+            return False
+        pipe.multi()
+        _queue_save(pipe, oid, spec, items, meta, version, tables, creator, old_tables, evaluated)
+        return True
+
+    # WATCH: a drop between the check and the write aborts and re-checks.
+    return bool(client().transaction(write, obs_key, value_from_callable=True))
+
+
+def _queue_save(
+    pipe: Any,
+    oid: str,
+    spec: str,
+    items: list[dict[str, Any]],
+    meta: dict[str, Any],
+    version: int,
+    tables: list[str],
+    creator: str,
+    old_tables: Iterable[str],
+    evaluated: bool,
+) -> None:
     ttl = ttl_seconds(reactive_settings.OBSERVER_TTL)
     obs_key = key("obs", oid)
-    pipe = client().pipeline(transaction=True)
     pipe.hset(
         obs_key,
         mapping={
@@ -259,7 +288,6 @@ def save_observer(
     for table in tables:
         pipe.sadd(key("dep", table), oid)
         pipe.expire(key("dep", table), ttl)
-    pipe.execute()
 
 
 def record_diff(oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]) -> None:

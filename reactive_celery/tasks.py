@@ -130,7 +130,7 @@ def evaluate_observer(oid: str) -> bool:
         return False
     version = observer.version + 1 if changes else observer.version
     tables = result.tables | set(_declared(spec))
-    store.save_observer(
+    saved = store.save_observer(
         oid,
         spec=observer.spec,
         items=result.items,
@@ -140,7 +140,10 @@ def evaluate_observer(oid: str) -> bool:
         creator=observer.creator,
         old_tables=observer.tables,
         evaluated=True,
+        must_exist=True,
     )
+    if not saved:
+        return False  # its last subscriber left meanwhile: do not bring it back
     if changes:
         store.record_diff(oid, version, spec.primary_key, changes)
         message = broadcast.diff_message(oid, version, spec.primary_key, changes)

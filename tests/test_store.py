@@ -98,3 +98,11 @@ def test_watch_entries_expire_by_themselves(store_redis):
     store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
     assert coordination.queue_dependents({"any_table"}) == ([], [])
     assert store_redis.zcard("rc:watch") == 0
+
+
+def test_an_evaluation_does_not_bring_back_a_dropped_observer(store_redis):
+    fields = dict(spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
+    assert store.save_observer("o1", **fields) is True
+    store.drop_observer("o1")
+    assert store.save_observer("o1", **fields, must_exist=True) is False
+    assert store_redis.keys("rc:*") == []
