@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -185,7 +186,14 @@ async def run(args: argparse.Namespace) -> dict:
             asyncio.create_task(follow(port, results, ready, args.sockets))
             for _ in range(args.sockets)
         ]
-        await asyncio.wait_for(ready.wait(), timeout=120)
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=120)
+        except (asyncio.TimeoutError, TimeoutError):
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            failed = f"{results['subscribed']} of {args.sockets} clients subscribed within 120 s"
+            return {"backend": args.backend, "sockets": args.sockets, "error": failed}
         cpu_server0, cpu_redis0, wall0 = tree_cpu(server_pids), tree_cpu(redis_pids), time.time()
         writes = int(args.rate * args.seconds)
         for _ in range(writes):
@@ -232,7 +240,11 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        # SIGTERM from the parent unwinds run()'s finally, which stops the servers.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         args.sockets, args.rate = args.sockets[0], args.rate[0]
+        if args.backend == "dcrf":
+            os.environ["DJANGO_SETTINGS_MODULE"] = "tests.benchmarks.dcrf_settings"
         prepare()
         print(json.dumps(asyncio.run(run(args))), flush=True)
         return
@@ -244,20 +256,17 @@ def main() -> None:
                 child = [sys.executable, "-m", "tests.benchmarks.compare_dcrf", "--child"]
                 child += ["--backend", backend, "--sockets", str(sockets), "--rate", str(rate)]
                 child += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
-                out = subprocess.run(child, env=env, stdout=subprocess.PIPE, text=True)
-                lines = out.stdout.strip().splitlines()
-                if out.returncode or not lines:
-                    print(
-                        json.dumps(
-                            {
-                                "backend": backend,
-                                "sockets": sockets,
-                                "rate": rate,
-                                "error": f"exit {out.returncode}",
-                            }
-                        ),
-                        flush=True,
-                    )
+                with subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True) as proc:
+                    try:
+                        stdout, _ = proc.communicate()
+                    except BaseException:
+                        proc.terminate()
+                        proc.wait(30)
+                        raise
+                lines = stdout.strip().splitlines()
+                if proc.returncode or not lines:
+                    failed = {"backend": backend, "sockets": sockets, "rate": rate}
+                    print(json.dumps({**failed, "error": f"exit {proc.returncode}"}), flush=True)
                     continue
                 print(lines[-1], flush=True)
 

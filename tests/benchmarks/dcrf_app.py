@@ -10,7 +10,7 @@ module too, so its writes run DCRF's signal receivers (serialise, group_send).
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.benchmarks.dcrf_settings")
 
 import django  # noqa: E402
 

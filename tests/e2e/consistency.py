@@ -13,6 +13,8 @@ import time
 from contextlib import suppress
 
 import httpx
+import redis
+from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -119,12 +121,21 @@ class ConsistentClient(threading.Thread):
 
 
 def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90) -> None:
-    """Wait until no evaluation is queued or running and every client holds the latest version."""
+    """Wait until no evaluation is queued or running and every client holds the latest version.
+
+    Queued includes the broker: a task whose worker was killed waits, unacked,
+    for the visibility timeout before it is delivered again.
+    """
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     deadline = time.monotonic() + timeout
     stable_since = None
     while time.monotonic() < deadline:
-        busy = any(
-            redis_client.keys(pattern) for pattern in ("rc:queued:*", "rc:lock:*", "rc:dirty:*")
+        busy = (
+            any(
+                redis_client.keys(pattern) for pattern in ("rc:queued:*", "rc:lock:*", "rc:dirty:*")
+            )
+            or broker.llen("celery") > 0
+            or broker.hlen("unacked") > 0
         )
         behind = [
             c
@@ -151,7 +162,11 @@ def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90) ->
         )
         for c in behind
     ]
-    raise AssertionError(f"no quiet within {timeout}s: busy={busy}, behind: {details}")
+    keys = [k for p in ("rc:queued:*", "rc:lock:*", "rc:dirty:*") for k in redis_client.keys(p)]
+    waiting = (broker.llen("celery"), broker.hlen("unacked"))
+    raise AssertionError(
+        f"no quiet within {timeout}s: busy={busy} {keys} broker={waiting}, behind: {details}"
+    )
 
 
 def assert_converged(http: httpx.Client, clients: list[ConsistentClient]) -> None:
