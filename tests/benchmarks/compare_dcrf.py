@@ -195,6 +195,8 @@ async def run(args: argparse.Namespace) -> dict:
             failed = f"{results['subscribed']} of {args.sockets} clients subscribed within 120 s"
             return {"backend": args.backend, "sockets": args.sockets, "error": failed}
         cpu_server0, cpu_redis0, wall0 = tree_cpu(server_pids), tree_cpu(redis_pids), time.time()
+        cpu_here0 = time.process_time()
+        each0 = {p.name: tree_cpu([p.popen.pid]) for p in started}
         writes = int(args.rate * args.seconds)
         for _ in range(writes):
             await asyncio.to_thread(write)
@@ -203,6 +205,8 @@ async def run(args: argparse.Namespace) -> dict:
         cpu_server = tree_cpu(server_pids) - cpu_server0
         cpu_redis = tree_cpu(redis_pids) - cpu_redis0
         wall = time.time() - wall0
+        cpu_clients = time.process_time() - cpu_here0 - writer_cpu
+        each = {p.name: round(tree_cpu([p.popen.pid]) - each0[p.name], 2) for p in started}
     finally:
         for process in started:
             process.stop()
@@ -223,9 +227,11 @@ async def run(args: argparse.Namespace) -> dict:
         "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 1),
         "latency_ms_mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
         "cpu_s_server": round(cpu_server, 2),  # uvicorn (+ Celery workers for reactive)
+        "cpu_s_server_by_process": each,
         "cpu_s_redis": round(cpu_redis, 2),
         "cpu_s_writer": round(writer_cpu, 2),  # signal receivers in the writing thread
         "cpu_s_total": round(cpu_server + cpu_redis + writer_cpu, 2),
+        "cpu_s_clients": round(cpu_clients, 2),  # the N sockets, in this process: not server cost
         "window_s": round(wall, 1),  # write phase plus the clients' 5 s idle timeout
     }
 
