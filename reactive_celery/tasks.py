@@ -6,6 +6,7 @@ the tasks without a list to copy. Arguments are observer ids only (JSON).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -82,7 +83,10 @@ def evaluate(oid: str) -> None:
             if not new_tables and coordination.release_or_continue(oid, token, ttl_ms) != 1:
                 break
     except BaseException:
-        coordination.release_or_continue(oid, token, ttl_ms, keep=False)
+        if coordination.release_or_continue(oid, token, ttl_ms, keep=False) == 1:
+            # A change arrived during the failed run: it still needs an evaluation.
+            with contextlib.suppress(Exception):
+                enqueue_evaluation(oid)
         raise
     finally:
         coordination.clear_starts(oid)
