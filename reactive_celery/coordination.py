@@ -95,15 +95,26 @@ def clear_queued(oid: str) -> None:
 
 _ACQUIRE_OR_MARK_DIRTY = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -2 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
 return redis.call('PTTL', KEYS[1])
 """
 
 
-def acquire_or_mark_dirty(oid: str, token: str, ttl_ms: int) -> int:
-    """Take the observer's lock (-2) or mark it dirty and return the lock's ms to live."""
+def acquire_or_mark_dirty(oid: str, token: str, ttl_ms: int, mark: bool = True) -> int:
+    """Take the observer's lock (-2) or mark it dirty and return the lock's ms to live.
+
+    ``mark=False`` (a retry that carries no change of its own) leaves the flag alone.
+    """
     return int(
-        client().eval(_ACQUIRE_OR_MARK_DIRTY, 2, key("lock", oid), key("dirty", oid), token, ttl_ms)
+        client().eval(
+            _ACQUIRE_OR_MARK_DIRTY,
+            2,
+            key("lock", oid),
+            key("dirty", oid),
+            token,
+            ttl_ms,
+            "1" if mark else "0",
+        )
     )
 
 

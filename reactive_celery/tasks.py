@@ -29,11 +29,12 @@ logger = logging.getLogger(__name__)
 MAX_STARTS = 3
 
 
-def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
+def enqueue_evaluation(oid: str, countdown: float | None = None, retry: bool = False) -> None:
     """Send one ``evaluate`` task for an observer, with the configured limits."""
     limit = reactive_settings.EVALUATION_TIME_LIMIT
     evaluate.apply_async(
         (oid,),
+        {"retry": retry},
         queue=reactive_settings.QUEUE,
         countdown=countdown,
         soft_time_limit=limit,
@@ -50,18 +51,24 @@ def enqueue_evaluation(oid: str, countdown: float | None = None) -> None:
     # Over the hard limit the message goes back to the broker, so MAX_STARTS applies.
     acks_on_timeout=False,
 )
-def evaluate(oid: str) -> None:
-    """Evaluate one observer and push what changed; reruns once if changed meanwhile."""
-    coordination.clear_queued(oid)
+def evaluate(oid: str, retry: bool = False) -> None:
+    """Evaluate one observer and push what changed; reruns once if changed meanwhile.
+
+    ``retry``: sent by a contended task to run after the holder's lock would have
+    expired; it carries no change of its own, so it never marks the observer dirty
+    (that would keep a live holder rerunning for as long as retries arrive).
+    """
+    if not retry:
+        coordination.clear_queued(oid)
     token = uuid.uuid4().hex
     # Outlives Celery's hard limit (limit + 2 s), so only a dead worker's lock expires.
     ttl_ms = int((reactive_settings.EVALUATION_TIME_LIMIT + 5) * 1000)
-    remaining = coordination.acquire_or_mark_dirty(oid, token, ttl_ms)
+    remaining = coordination.acquire_or_mark_dirty(oid, token, ttl_ms, mark=not retry)
     if remaining != -2:
         # Another worker is evaluating and will rerun; if it died, its lock expires
         # and this one retry picks the change up.
         if coordination.claim_retry(oid, remaining):
-            enqueue_evaluation(oid, countdown=max(remaining, 0) / 1000 + 0.05)
+            enqueue_evaluation(oid, countdown=max(remaining, 0) / 1000 + 0.05, retry=True)
         return
     if coordination.count_start(oid) > MAX_STARTS:
         stop_observer(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
@@ -71,16 +78,12 @@ def evaluate(oid: str) -> None:
     deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
     try:
         while True:
-            new_tables = evaluate_observer(oid)
+            evaluate_observer(oid)
             if time.monotonic() >= deadline:
-                if (
-                    coordination.release_or_continue(oid, token, ttl_ms, keep=False) == 1
-                    or new_tables
-                ):
+                if coordination.release_or_continue(oid, token, ttl_ms, keep=False) == 1:
                     enqueue_evaluation(oid)
                 break
-            # Newly read tables were not followed during this run: look once more.
-            if not new_tables and coordination.release_or_continue(oid, token, ttl_ms) != 1:
+            if coordination.release_or_continue(oid, token, ttl_ms) != 1:
                 break
     except BaseException:
         if coordination.release_or_continue(oid, token, ttl_ms, keep=False) == 1:
@@ -95,8 +98,7 @@ def evaluate(oid: str) -> None:
 def evaluate_observer(oid: str) -> bool:
     """One evaluation under the lock: run the view, diff, store, broadcast.
 
-    Returns True when the view read tables the observer did not follow before:
-    a write to them during this run went unnoticed, so the caller runs it again.
+    Returns whether the result changed (and was pushed).
     """
     observer = store.load_observer(oid)
     if observer is None:
@@ -152,7 +154,7 @@ def evaluate_observer(oid: str) -> bool:
         store.record_diff(oid, version, spec.primary_key, changes)
         message = broadcast.diff_message(oid, version, spec.primary_key, changes)
         broadcast.send(group_sends=[(broadcast.group_name(oid), message)])
-    return bool(tables - set(observer.tables))
+    return bool(changes)
 
 
 def _declared(spec: ObserverSpec) -> list[str]:

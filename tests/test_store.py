@@ -106,3 +106,9 @@ def test_an_evaluation_does_not_bring_back_a_dropped_observer(store_redis):
     store.drop_observer("o1")
     assert store.save_observer("o1", **fields, must_exist=True) is False
     assert store_redis.keys("rc:*") == []
+
+
+def test_a_contended_retry_does_not_mark_the_observer_dirty(store_redis):
+    assert coordination.acquire_or_mark_dirty("o1", "holder", TTL) == -2
+    assert coordination.acquire_or_mark_dirty("o1", "retry", TTL, mark=False) > 0
+    assert coordination.release_or_continue("o1", "holder", TTL) == 0  # no rerun

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,7 +18,14 @@ from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber
 from ..subscriptions import user_key
 
-__all__ = ["CLOSE_BAD_ID", "CLOSE_FOREIGN_ID", "CLOSE_STATE_LOST", "SubscriberSocket", "call"]
+__all__ = [
+    "CLOSE_BAD_ID",
+    "CLOSE_FOREIGN_ID",
+    "CLOSE_STATE_LOST",
+    "SubscriberSocket",
+    "call",
+    "encoded_frames",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +33,27 @@ logger = logging.getLogger(__name__)
 CLOSE_BAD_ID = 4400
 CLOSE_FOREIGN_ID = 4403
 CLOSE_STATE_LOST = 4408
+
+
+#: Frames of recent diffs, encoded once per process: channels_redis hands one group
+#: message to every local socket, and encoding per socket was most of the fan-out's CPU.
+#: (observer, version) names one evaluation's diff, so the key is exact.
+_ENCODED: OrderedDict[tuple[str, str, int], list[str]] = OrderedDict()
+_ENCODED_LIMIT = 256
+
+
+def encoded_frames(
+    protocol: str, event: dict[str, Any], build: Callable[[dict[str, Any]], list[dict]]
+) -> list[str]:
+    """The JSON texts of ``build(event)``, shared by the sockets of this process."""
+    cache_key = (protocol, event["observer"], event["version"])
+    texts = _ENCODED.get(cache_key)
+    if texts is None:
+        texts = [json.dumps(frame, separators=(",", ":")) for frame in build(event)]
+        _ENCODED[cache_key] = texts
+        if len(_ENCODED) > _ENCODED_LIMIT:
+            _ENCODED.popitem(last=False)
+    return texts
 
 
 def call(func: Any, *args: Any) -> Any:

@@ -19,7 +19,7 @@ from .. import store
 from ..conf import reactive_settings
 from ..diff import batch
 from ..url_subscribe import SubscribeRefused, subscribe_url
-from .base import CLOSE_FOREIGN_ID, SubscriberSocket, call
+from .base import CLOSE_FOREIGN_ID, SubscriberSocket, call, encoded_frames
 
 __all__ = ["BatchedConsumer", "diff_frame"]
 
@@ -32,6 +32,10 @@ _MAX_URL = 2048
 def diff_frame(oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]) -> dict:
     """The batched ``diff`` frame of one evaluation's changes."""
     return {"type": "diff", "observer": oid, "version": version, **batch(changes, primary_key)}
+
+
+def _diff_frames(event: dict[str, Any]) -> list[dict]:
+    return [diff_frame(event["observer"], event["version"], event["primary_key"], event["changes"])]
 
 
 class Refused(Exception):
@@ -192,9 +196,8 @@ class BatchedConsumer(SubscriberSocket):
 
     async def reactive_diff(self, event: dict[str, Any]) -> None:
         """Called for a ``reactive.diff`` group message: one frame for the evaluation."""
-        await self.send_json(
-            diff_frame(event["observer"], event["version"], event["primary_key"], event["changes"])
-        )
+        for text in encoded_frames("batched", event, _diff_frames):
+            await self.send(text_data=text)
 
     async def reactive_error(self, event: dict[str, Any]) -> None:
         """Called when an observer stopped: the subscription ends with an error frame."""

@@ -14,9 +14,23 @@ from __future__ import annotations
 from typing import Any
 
 from ..subscriptions import SUBSCRIBER_ID
-from .base import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SubscriberSocket
+from .base import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SubscriberSocket, encoded_frames
 
 __all__ = ["SubscriberConsumer"]
+
+
+def _item_frames(event: dict[str, Any]) -> list[dict]:
+    return [
+        {
+            "msg": change["msg"],
+            "observer": event["observer"],
+            "primary_key": event["primary_key"],
+            "order": change["order"],
+            "item": change["item"],
+            "version": event["version"],
+        }
+        for change in event["changes"]
+    ]
 
 
 class SubscriberConsumer(SubscriberSocket):
@@ -44,17 +58,8 @@ class SubscriberConsumer(SubscriberSocket):
 
     async def reactive_diff(self, event: dict[str, Any]) -> None:
         """Called for a ``reactive.diff`` group message: one frame per changed item."""
-        for change in event["changes"]:
-            await self.send_json(
-                {
-                    "msg": change["msg"],
-                    "observer": event["observer"],
-                    "primary_key": event["primary_key"],
-                    "order": change["order"],
-                    "item": change["item"],
-                    "version": event["version"],
-                }
-            )
+        for text in encoded_frames("seed", event, _item_frames):
+            await self.send(text_data=text)
 
     async def reactive_error(self, event: dict[str, Any]) -> None:
         """Called when an observer stopped: tell the client why."""

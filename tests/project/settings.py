@@ -90,7 +90,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Redeliver a task whose worker died within seconds, not Celery's default hour.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": 10,
+    # Above the longest countdown a retry waits in a worker (the lock's lifetime,
+    # EVALUATION_TIME_LIMIT + 5 s): a shorter one redelivers waiting retries forever.
+    "visibility_timeout": 20,
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }
