@@ -6,6 +6,7 @@ reactive_celery.E003  no Celery app
 reactive_celery.E004  no Redis URL
 reactive_celery.E005  invalid REACTIVE_CELERY settings
 reactive_celery.E006  channels_redis hosts keep redis-py's socket timeout
+reactive_celery.W001  the broker redelivers waiting retries (visibility_timeout too short)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 from .conf import reactive_settings
 from .exceptions import ConfigurationError
@@ -106,4 +107,26 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="reactive_celery.E003",
             )
         ]
-    return []
+    return [warning for app in apps for warning in _visibility_warnings(app)]
+
+
+def _visibility_warnings(app: Any) -> list[Warning]:
+    # A retry waits in a worker for up to the lock's lifetime; the Redis and SQS
+    # transports redeliver anything unacknowledged for longer than visibility_timeout.
+    options = app.conf.broker_transport_options or {}
+    timeout = options.get("visibility_timeout")
+    try:
+        needed = reactive_settings.EVALUATION_TIME_LIMIT + 5
+    except ConfigurationError:
+        return []
+    if timeout is None or timeout > needed:
+        return []
+    return [
+        Warning(
+            f"broker_transport_options['visibility_timeout'] ({timeout} s) is not above "
+            f"EVALUATION_TIME_LIMIT + 5 s ({needed} s): retries waiting in a worker are "
+            "delivered again and again.",
+            hint=f"Set visibility_timeout above {needed} seconds (Celery's default is 3600).",
+            id="reactive_celery.W001",
+        )
+    ]

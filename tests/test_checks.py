@@ -60,3 +60,18 @@ def test_no_celery_app_is_e003(monkeypatch):
     errors = checks.check_celery()
     assert ids(errors) == ["reactive_celery.E003"]
     assert "celery.py" in errors[0].hint
+
+
+def test_short_visibility_timeout_is_w001():
+    from tests.project.celery_app import app
+
+    saved = app.conf.broker_transport_options
+    try:
+        app.conf.broker_transport_options = {"visibility_timeout": 5}
+        warnings = checks.check_celery()
+        assert ids(warnings) == ["reactive_celery.W001"]
+        assert "visibility_timeout" in warnings[0].hint
+        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+        assert checks.check_celery() == []
+    finally:
+        app.conf.broker_transport_options = saved
