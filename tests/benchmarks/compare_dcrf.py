@@ -34,14 +34,9 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
+from tests.benchmarks.fanout import percentile, prepare  # noqa: E402  (one copy of each)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _stat(pid: str) -> tuple[int, float] | None:
@@ -125,18 +120,6 @@ async def follow_dcrf(port: int, results: dict, ready: asyncio.Event, total: int
             rows[message["pk"]] = message["data"]
             if message.get("action") == "create":
                 results["latencies"].append(now - float(message["data"]["name"]))
-
-
-def prepare() -> None:
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from tests.testapp.models import Item
-
-    Item.objects.all().delete()
 
 
 async def run(args: argparse.Namespace) -> dict:
