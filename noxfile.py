@@ -1,9 +1,10 @@
-"""Nox sessions: the test suite (Python x database) and lint.
+"""Nox sessions: the test suite (Python x database), lint and types.
 
     nox                                        # lint, then tests on this Python, both databases
     nox -s tests                               # tests on every listed Python found here
     nox -s "tests-3.11(database='postgres')"   # one cell, as CI calls it
     nox -s lint
+    nox -s types                               # mypy --strict over the package
     nox -s js                                  # the browser client's unit tests (node --test)
     nox -s browser                             # the example project in Chromium, and run.py
     nox -s "compat(django='4.2')"              # the suite on SQLite with Django 4.2 LTS
@@ -28,13 +29,21 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DATABASES = ["sqlite", "postgres"]
 # Pinned: a new ruff release adds rules, and CI must not turn red by itself.
 RUFF = "ruff==0.17.6"
+# Pinned like ruff: a new mypy or stub release must not turn CI red by itself.
+TYPE_CHECKERS = (
+    "mypy==2.4.1",
+    "django-stubs==6.1.2",
+    "djangorestframework-stubs==3.18.1",
+    "celery-types==0.26.0",
+    "types-channels==4.3.0.20260518",
+)
 PG_ENV = ("REACTIVE_PG_HOST", "REACTIVE_PG_PORT", "REACTIVE_PG_USER", "REACTIVE_PG_PASSWORD")
 
 _current = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT_PYTHON = _current if _current in PYTHONS else PYTHONS[-1]
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "js", f"tests-{DEFAULT_PYTHON}", "browser"]
+nox.options.sessions = ["lint", "types", "js", f"tests-{DEFAULT_PYTHON}", "browser"]
 # Pythons not installed here are skipped; CI names its Python and passes
 # --error-on-missing-interpreters so a missing one fails there.
 nox.options.error_on_missing_interpreters = False
@@ -80,6 +89,13 @@ def lint(session: nox.Session) -> None:
     session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def types(session: nox.Session) -> None:
+    """mypy in strict mode over the package (setup.cfg [mypy]), with the libraries' stubs."""
+    session.install("-e", ".[test]", *TYPE_CHECKERS)
+    session.run("mypy", *session.posargs)
 
 
 @nox.session(python=False)

@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def start_redis() -> str:
     """REDIS_URL, starting a private server first when it is unset."""
-    from reactive_celery import redis_server
+    from reactive_celery.testing import redis_server
 
     # The server is this process's child, in the terminal's process group: with
     # SIGINT blocked it inherits a blocked SIGINT, so Ctrl-C reaches only us and

@@ -2,6 +2,27 @@
 
 Importing the package touches neither Django nor Celery, so it can be imported
 before settings are configured; ``reactive`` and ``notify`` load on first use.
+
+The modules, in the order a change flows through them::
+
+    decorators      @reactive: validate options, wrap the view method
+    options         ReactiveOptions stored on the method; declared tables
+    subscriptions   join / leave an observer: HTTP ?observe=, socket subscribe, unsubscribe
+    spec            the JSON description of one observed call; its sha256 is the observer id
+    dependencies    the tables an evaluation reads; the tables a write touches
+    signals         write -> mark the table -> on commit, queue dependent observers
+    tasks           every Celery task: evaluate, poll, sweep
+    observer        one observer's life: refresh under its lock, publish, stop
+    evaluation      running the observed view in a worker
+    diff            the changes between two ordered results
+    protocol        the wire format: message types, frames, error and close codes, ids
+    broadcast       channel-layer group names and sends
+    consumers/      the WebSocket consumers of the seed and batched protocols
+    store/          every Redis key and script (keys, observers, subscribers, locks, ...)
+    conf, checks    settings and system checks; exceptions: every error raised
+    apps, beat      ready(): signals, checks, tasks; beat's periodic entries
+    routing, urls, views, status, management/   what a project mounts and runs
+    testing/        a private redis-server for test suites and the demo
 """
 
 from __future__ import annotations

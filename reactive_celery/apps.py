@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+__all__ = ["ReactiveCeleryConfig"]
+
 
 class ReactiveCeleryConfig(AppConfig):
     """``reactive_celery`` in ``INSTALLED_APPS``."""
@@ -14,7 +16,7 @@ class ReactiveCeleryConfig(AppConfig):
     def ready(self) -> None:
         """Called once Django's apps are loaded."""
         # Importing the task modules registers their tasks with Celery.
-        from . import beat, checks, polling, signals, sweep, tasks  # noqa: F401
+        from . import beat, checks, signals, tasks  # noqa: F401
 
         signals.connect()
         beat.install()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import _state
+from celery import Celery, _state
 
 from .conf import reactive_settings
 
-__all__ = ["POLL", "SWEEP", "entries", "install"]
+__all__ = ["POLL", "POLL_EVERY", "SWEEP", "entries", "install"]
 
 POLL = "reactive_celery.poll"
 SWEEP = "reactive_celery.sweep"
@@ -43,7 +43,7 @@ def entries() -> dict[str, dict[str, Any]]:
     }
 
 
-def _add_entries(app: Any) -> None:
+def _add_entries(app: Celery) -> None:
     # Celery's fallback app (created when no project app is current) never runs beat.
     if app.main == "default":
         return
@@ -61,6 +61,6 @@ def install() -> None:
     tasks do); apps already finalized get them now.
     """
     _state.connect_on_app_finalize(_add_entries)
-    for app in list(_state._get_active_apps()):
+    for app in list(_state._get_active_apps()):  # type: ignore[attr-defined]
         if app.finalized:
             _add_entries(app)

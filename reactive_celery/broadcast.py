@@ -1,6 +1,6 @@
-"""Sending to sockets through the channel layer.
+"""Sending to sockets through the channel layer: group names, sends with retry.
 
-Every message is a JSON-ready dict with a dotted ``type``; each process batches
+Messages are built in ``protocol``; each process batches
 the sends of one step into a single event-loop call, because ``async_to_sync``
 opens a fresh Redis connection per call.
 """
@@ -13,17 +13,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 
 from .conf import reactive_settings
 from .exceptions import ConfigurationError
 
-__all__ = ["diff_message", "error_message", "group_name", "layer", "send"]
+__all__ = ["SEND_ATTEMPTS", "group_name", "layer", "send"]
 
+#: Tries per step before the error reaches the caller.
 SEND_ATTEMPTS = 3
-
-DIFF = "reactive.diff"
-ERROR = "reactive.error"
 
 
 def group_name(oid: str) -> str:
@@ -32,7 +30,7 @@ def group_name(oid: str) -> str:
     return f"reactive.{digest[:32]}"
 
 
-def layer() -> Any:
+def layer() -> BaseChannelLayer:
     """The configured channel layer; a clear error when there is none."""
     alias = reactive_settings.CHANNEL_LAYER
     channel_layer = get_channel_layer(alias)
@@ -41,24 +39,6 @@ def layer() -> Any:
             f"No channel layer {alias!r}: add it to CHANNEL_LAYERS (channels_redis)."
         )
     return channel_layer
-
-
-def diff_message(
-    oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The group message of one evaluation's changes."""
-    return {
-        "type": DIFF,
-        "observer": oid,
-        "version": version,
-        "primary_key": primary_key,
-        "changes": changes,
-    }
-
-
-def error_message(oid: str, code: str, message: str) -> dict[str, Any]:
-    """The group message telling subscribers their observer stopped."""
-    return {"type": ERROR, "observer": oid, "code": code, "message": message}
 
 
 def send(

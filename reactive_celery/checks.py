@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery, _state
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from .conf import reactive_settings
 from .exceptions import ConfigurationError
@@ -93,11 +94,10 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 
 @register()
-def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """A Celery app exists in this process, so signals can enqueue evaluations."""
-    from celery import _state
-
-    apps = [app for app in _state._get_active_apps() if app.main != "default"]
+    # Celery has no public list of its apps; celery-types does not know this one.
+    apps = [app for app in _state._get_active_apps() if app.main != "default"]  # type: ignore[attr-defined]
     if not apps:
         return [
             Error(
@@ -110,7 +110,7 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return [warning for app in apps for warning in _visibility_warnings(app)]
 
 
-def _visibility_warnings(app: Any) -> list[Warning]:
+def _visibility_warnings(app: Celery) -> list[CheckMessage]:
     # A retry waits in a worker for up to the lock's lifetime; the Redis and SQS
     # transports redeliver anything unacknowledged for longer than visibility_timeout.
     options = app.conf.broker_transport_options or {}

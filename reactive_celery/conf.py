@@ -11,6 +11,7 @@ so tests may use ``override_settings``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -18,7 +19,7 @@ from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULTS", "reactive_settings"]
+__all__ = ["DEFAULTS", "ReactiveSettings", "lock_ttl_ms", "queued_ttl", "reactive_settings"]
 
 DEFAULTS: dict[str, Any] = {
     # Redis that holds observers, subscribers and results. None: settings.REDIS_URL.
@@ -118,12 +119,21 @@ class ReactiveSettings:
 reactive_settings = ReactiveSettings()
 
 
+def lock_ttl_ms() -> int:
+    """Lifetime of an observer's lock: past Celery's hard limit (soft + 2 s), so only
+    a dead worker's lock ever expires."""
+    return int((float(reactive_settings.EVALUATION_TIME_LIMIT) + 5) * 1000)
+
+
+def queued_ttl() -> int:
+    """Lifetime of a queued flag: a task lost with its broker (a Redis restart)
+    must not block its observer for long."""
+    return max(30, math.ceil(2 * float(reactive_settings.EVALUATION_TIME_LIMIT)))
+
+
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting in ("REACTIVE_CELERY", "REDIS_URL"):
         reactive_settings.reload()
-        from . import store
-
-        store.reset_client()
 
 
 setting_changed.connect(_reload)

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from django.utils.module_loading import import_string
+from rest_framework.viewsets import ViewSetMixin
 
-from .dependencies import tables_for
+from .options import ATTRIBUTE, ReactiveOptions
 from .spec import OBSERVE_PARAM
+from .subscriptions import observe
 
-__all__ = ["ReactiveOptions", "declared_tables", "reactive"]
+__all__ = ["reactive"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 _USAGE = (
     "Use @reactive on a ViewSet class or on a view method, e.g.\n"
@@ -40,18 +40,8 @@ _USAGE = (
 )
 
 
-@dataclass(frozen=True)
-class ReactiveOptions:
-    """How one view method is observed."""
-
-    dependencies: tuple[Any, ...] = ()
-    primary_key: str | None = None
-    per_user: bool = True
-    poll_interval: float | None = None
-
-
 @overload
-def reactive(target: T) -> T: ...
+def reactive(target: _T) -> _T: ...
 
 
 @overload
@@ -61,7 +51,7 @@ def reactive(
     primary_key: str | None = None,
     per_user: bool = True,
     poll_interval: float | None = None,
-) -> Callable[[T], T]: ...
+) -> Callable[[_T], _T]: ...
 
 
 def reactive(
@@ -120,8 +110,6 @@ def _apply(target: Any, *, options: ReactiveOptions) -> Any:
 
 
 def _decorate_viewset(cls: type, options: ReactiveOptions) -> type:
-    from rest_framework.viewsets import ViewSetMixin
-
     if not issubclass(cls, ViewSetMixin) or not callable(getattr(cls, "list", None)):
         raise TypeError(
             f"@reactive on a class needs a ViewSet with a list action; "
@@ -142,28 +130,11 @@ def _decorate_method(method: Callable[..., Any], options: ReactiveOptions) -> Ca
     def observed(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         if OBSERVE_PARAM not in request.query_params:
             return method(self, request, *args, **kwargs)
-        from .subscriptions import observe
-
         return observe(self, request, method, options, args, kwargs)
 
-    observed.reactive_options = options  # type: ignore[attr-defined]
+    setattr(observed, ATTRIBUTE, options)
     return observed
 
 
 def _is_reactive(method: Any) -> bool:
-    return getattr(method, "reactive_options", None) is not None
-
-
-def options_for(view: str, action: str) -> ReactiveOptions | None:
-    """The options of a decorated method, found from a spec's view path and action."""
-    try:
-        cls = import_string(view)
-    except ImportError:
-        return None
-    return getattr(getattr(cls, action, None), "reactive_options", None)
-
-
-def declared_tables(view: str, action: str) -> set[str]:
-    """Tables declared with ``dependencies=`` for a spec's view and action."""
-    options = options_for(view, action)
-    return tables_for(options.dependencies) if options else set()
+    return getattr(method, ATTRIBUTE, None) is not None

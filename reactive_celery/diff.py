@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["apply", "apply_batch", "batch", "diff", "index_by_key"]
+__all__ = ["Change", "Item", "apply", "diff", "index_by_key"]
 
+#: One row of a result, as the serializer gave it.
 Item = dict[str, Any]
+#: One step of a diff: ``{"msg", "order", "item"}`` (and ``"moved"``).
 Change = dict[str, Any]
 
 
@@ -86,34 +88,4 @@ def apply(items: Sequence[Item], changes: Sequence[Change], primary_key: str) ->
             del result[current]
         if change["msg"] in ("added", "changed"):
             result.insert(change["order"], change["item"])
-    return result
-
-
-def batch(changes: Sequence[Change], primary_key: str) -> dict[str, list[Any]]:
-    """The batched protocol's form of ``diff``'s changes: removed keys, then upserts.
-
-    ``moved`` entries carry the key only: the client already holds the data.
-    """
-    result: dict[str, list[Any]] = {"removed": [], "added": [], "changed": [], "moved": []}
-    for change in changes:
-        if change["msg"] == "removed":
-            result["removed"].append(change["item"][primary_key])
-        elif change.get("moved"):
-            result["moved"].append({"order": change["order"], "pk": change["item"][primary_key]})
-        else:
-            result[change["msg"]].append({"order": change["order"], "item": change["item"]})
-    return result
-
-
-def apply_batch(items: Sequence[Item], frame: dict[str, Any], primary_key: str) -> list[Item]:
-    """Apply a batched diff as docs/protocol.md says; the reference for clients."""
-    removed = set(frame["removed"])
-    result = [item for item in items if item[primary_key] not in removed]
-    held = {item[primary_key]: item for item in result}
-    upserts = [(e["order"], e["item"]) for e in frame["added"] + frame["changed"]]
-    upserts += [(e["order"], held[e["pk"]]) for e in frame["moved"]]
-    for order, item in sorted(upserts, key=lambda pair: pair[0]):
-        key = item[primary_key]
-        result = [current for current in result if current[primary_key] != key]
-        result.insert(order, item)
     return result

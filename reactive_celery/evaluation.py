@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, QueryDict
 from django.urls import Resolver404, resolve
@@ -18,12 +19,12 @@ from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from .dependencies import capture_tables
-from .exceptions import ObserverError, ObserverGone
+from .exceptions import ObserverError, ObserverForbidden, ObserverGone
 from .spec import ObserverSpec
 
 __all__ = [
+    "PAGINATION_FIELDS",
     "GetRequest",
-    "ObserverForbidden",
     "Result",
     "evaluate_spec",
     "result_from_response",
@@ -32,10 +33,6 @@ __all__ = [
 
 #: Fields of a paginated answer kept beside the items.
 PAGINATION_FIELDS = ("count", "next", "previous")
-
-
-class ObserverForbidden(ObserverError):
-    """The observing user may no longer see this view."""
 
 
 @dataclass
@@ -103,19 +100,20 @@ class GetRequest(HttpRequest):
     def _get_scheme(self) -> str:
         return self._scheme
 
-    def run_as(self, user: Any) -> GetRequest:
+    def run_as(self, user: AbstractBaseUser | AnonymousUser) -> GetRequest:
         """Authenticate as ``user`` whatever DRF's authentication classes are."""
-        self.user = user
+        # django-stubs types request.user as the configured model; any user model will do.
+        self.user = user  # type: ignore[assignment]
         self._force_auth_user = user  # DRF's own hook (APIRequestFactory uses it)
         return self
 
 
-def _user(pk: str | None) -> Any:
+def _user(pk: str | None) -> AbstractBaseUser | AnonymousUser:
     if not pk:
         return AnonymousUser()
     model = get_user_model()
     try:
-        user = model._default_manager.get(pk=model._meta.pk.to_python(pk))
+        user: AbstractBaseUser = model._default_manager.get(pk=model._meta.pk.to_python(pk))
     except model.DoesNotExist:
         raise ObserverGone("The observing user no longer exists.") from None
     # DRF's forced authentication does not look at is_active; a session would.

@@ -1,26 +1,30 @@
-"""Exceptions raised by reactive_celery.
+"""Every exception reactive_celery raises, under one base class.
 
 ReactiveError
  ├── ConfigurationError      settings or decorator usage are wrong
  ├── ObserverError           an observer cannot be evaluated
- │    └── ObserverGone       its spec no longer resolves (view, user removed)
- └── SubscriptionError       a subscribe/unsubscribe request is refused
-      ├── UnknownSubscriber
-      ├── UnknownObserver
-      └── ForeignSubscriber  the subscriber belongs to another user
+ │    ├── ObserverGone       its spec no longer resolves (view, user removed)
+ │    ├── ObserverForbidden  its user may no longer see the view
+ │    └── ObserverBusy       its lock stayed taken past LOCK_WAIT
+ ├── ForeignSubscriber       the subscriber id belongs to another user's socket
+ ├── Refused                 a socket request is refused; carries the protocol's error code
+ └── StoreUnavailable        Redis or the channel layer cannot be reached (HTTP 503)
 """
 
 from __future__ import annotations
 
+from rest_framework.exceptions import APIException
+
 __all__ = [
     "ConfigurationError",
     "ForeignSubscriber",
+    "ObserverBusy",
     "ObserverError",
+    "ObserverForbidden",
     "ObserverGone",
     "ReactiveError",
-    "SubscriptionError",
-    "UnknownObserver",
-    "UnknownSubscriber",
+    "Refused",
+    "StoreUnavailable",
 ]
 
 
@@ -40,23 +44,30 @@ class ObserverGone(ObserverError):
     """The observed view or user no longer exists; the observer must stop."""
 
 
-class SubscriptionError(ReactiveError):
-    """A subscription request was refused."""
-
-    status_code = 400
+class ObserverForbidden(ObserverError):
+    """The observing user may no longer see this view."""
 
 
-class UnknownSubscriber(SubscriptionError):
-    """No live WebSocket holds this subscriber id."""
+class ObserverBusy(ObserverError):
+    """The observer's lock stayed taken for longer than ``LOCK_WAIT``."""
 
 
-class UnknownObserver(SubscriptionError):
-    """No observer has this id."""
-
-    status_code = 404
-
-
-class ForeignSubscriber(SubscriptionError):
+class ForeignSubscriber(ReactiveError):
     """The subscriber id belongs to another user's socket."""
 
-    status_code = 403
+
+class Refused(ReactiveError):
+    """A socket request this server refuses; becomes one ``error`` frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoreUnavailable(ReactiveError, APIException):
+    """503: the reactive store (Redis) or channel layer cannot be reached."""
+
+    status_code = 503
+    default_detail = "Live updates are unavailable right now (reactive store unreachable)."
+    default_code = "reactive_unavailable"

@@ -17,8 +17,10 @@ from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from .dependencies import tables_for, tables_of_model
+from .store import locks
+from .tasks import enqueue_evaluation
 
-__all__ = ["connect", "disconnect", "notify"]
+__all__ = ["connect", "disconnect", "enqueue_dependents", "mark", "notify"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,10 @@ class _PendingTables:
 
 def enqueue_dependents(tables: set[str]) -> list[str]:
     """Queue one evaluation for each observer of ``tables`` not already queued."""
-    from . import coordination, tasks
-
     try:
-        _, queued = coordination.queue_dependents(tables)
+        _, queued = locks.queue_dependents(tables)
         for oid in queued:
-            tasks.enqueue_evaluation(oid)
+            enqueue_evaluation(oid)
     except Exception:
         # The write is committed; failing the caller would not undo it. Say what was lost.
         logger.exception(
@@ -65,7 +65,7 @@ def mark(tables: Iterable[str], using: str | None = None) -> None:
         pending.tables.update(tables)
         return
     pending = _PendingTables(tables)
-    connection._reactive_pending = pending
+    connection._reactive_pending = pending  # type: ignore[attr-defined]
     transaction.on_commit(pending, using=using)
 
 

@@ -9,25 +9,27 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import stats, store
+from celery import Celery, _state
+
 from .conf import reactive_settings
-from .sweep import key_pattern
+from .store import keys, stats
+from .store.connection import client
 
 __all__ = ["collect", "queue_depth", "render"]
 
 
 def _count_state() -> dict[str, int]:
-    r = store.client()
+    r = client()
     observers = subscribers = 0
     subs_sets: list[str] = []
-    for name in r.scan_iter(match=key_pattern("obs", "*"), count=1000):
-        suffix = name[len(store.key("obs", "")) :]
+    for name in r.scan_iter(match=keys.pattern("obs", "*"), count=1000):
+        suffix = name[len(keys.observer("")) :]
         if suffix.endswith(":subs"):
             subs_sets.append(name)
         elif ":" not in suffix:
             observers += 1
-    for name in r.scan_iter(match=key_pattern("sub", "*"), count=1000):
-        if ":" not in name[len(store.key("sub", "")) :]:
+    for name in r.scan_iter(match=keys.pattern("sub", "*"), count=1000):
+        if ":" not in name[len(keys.subscriber("")) :]:
             subscribers += 1
     pipe = r.pipeline(transaction=False)
     for name in subs_sets:
@@ -37,15 +39,17 @@ def _count_state() -> dict[str, int]:
         "observers": observers,
         "subscribers": subscribers,
         "subscriptions": subscriptions,
-        "polling": int(r.zcard(store.key("poll"))),
+        "polling": int(r.zcard(keys.poll())),
     }
 
 
-def _celery_app() -> Any:
-    from celery import _state, current_app
-
-    apps = [app for app in _state._get_active_apps() if app.main != "default"]
-    return apps[0] if apps else current_app._get_current_object()
+def _celery_app() -> Celery:
+    # The current app is the project's; other apps may exist beside it (tests, tools).
+    current = _state.get_current_app()
+    if current.main != "default":
+        return current
+    apps = [app for app in _state._get_active_apps() if app.main != "default"]  # type: ignore[attr-defined]
+    return apps[0] if apps else current
 
 
 def queue_depth() -> dict[str, Any]:
@@ -57,7 +61,7 @@ def queue_depth() -> dict[str, Any]:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             channel = conn.default_channel
             try:
-                depth = channel.queue_declare(queue=name, passive=True).message_count
+                depth = channel.queue_declare(queue=name, passive=True).message_count  # type: ignore[attr-defined]  # kombu-stubs: StdChannel
             except conn.channel_errors:
                 depth = 0  # the broker has no such queue: nothing waits in it
     except Exception:

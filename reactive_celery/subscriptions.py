@@ -1,4 +1,9 @@
-"""Subscribing over HTTP: ``GET <endpoint>?observe=<subscriber id>``.
+"""Joining and leaving an observer: HTTP ``?observe=``, socket subscribe, unsubscribe.
+
+    observe        GET <endpoint>?observe=<subscriber id> (the seed protocol, and the
+                   path every socket subscribe takes too)
+    subscribe_url  a socket's subscribe: resolve the URL to a @reactive view, run it
+    unsubscribe    end one subscription
 
 The view runs under the observer's lock, so the answer's version is exactly
 the one the next push builds on: no change can fall between the snapshot and
@@ -7,71 +12,51 @@ the first diff the socket receives.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import redis
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.http import QueryDict
+from django.urls import Resolver404, resolve
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from . import broadcast, coordination, store
+from . import broadcast, observer
 from .conf import reactive_settings
-from .decorators import ReactiveOptions
-from .diff import diff
-from .evaluation import result_from_response, view_path
-from .exceptions import ConfigurationError, ObserverError
+from .dependencies import capture_tables, tables_for
+from .evaluation import GetRequest, result_from_response, view_path
+from .exceptions import ConfigurationError, ObserverError, Refused, StoreUnavailable
+from .options import ATTRIBUTE, ReactiveOptions
+from .protocol import STATUS_ERRORS, SUBSCRIBER_ID
 from .spec import OBSERVE_PARAM, ObserverSpec
+from .store import locks, observers, schedule, subscribers
+from .tasks import enqueue_evaluation
 
-__all__ = ["RESUME_ATTRIBUTE", "SUBSCRIBER_ID", "StoreUnavailable", "observe", "user_key"]
+__all__ = ["ViewMethod", "observe", "subscribe_url", "unsubscribe", "user_key"]
+
+#: A view method @reactive wraps: (view, request, *args, **kwargs) -> Response.
+ViewMethod = Callable[..., Response]
 
 #: Set on a socket's subscribe request to the version the client holds (resume).
-RESUME_ATTRIBUTE = "reactive_since"
-
-#: What a subscriber id may look like: a client-chosen random token.
-SUBSCRIBER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_RESUME_ATTRIBUTE = "reactive_since"
 
 
-class StoreUnavailable(APIException):
-    """503: the reactive store (Redis) or channel layer cannot be reached."""
-
-    status_code = 503
-    default_detail = "Live updates are unavailable right now (reactive store unreachable)."
-    default_code = "reactive_unavailable"
-
-
-def user_key(user: Any) -> str:
+def user_key(user: AbstractBaseUser | AnonymousUser | None) -> str:
     """How a user is recorded on subscribers: its pk, or "" when anonymous."""
     if user is None or not getattr(user, "is_authenticated", False):
         return ""
     return str(user.pk)
 
 
-def _primary_key(viewset: Any, options: ReactiveOptions) -> str:
-    if options.primary_key:
-        return options.primary_key
-    try:
-        model = viewset.get_queryset().model
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{type(viewset).__name__} has no queryset to take a primary key from; "
-            f"pass @reactive(primary_key='<field>')."
-        ) from exc
-    return model._meta.pk.name
-
-
-def _strip_observe(request: Any) -> None:
-    query = request._request.GET.copy()
-    query.pop(OBSERVE_PARAM, None)
-    query._mutable = False
-    request._request.GET = query
-    # Pagination links are built from META: keep the subscriber id out of them.
-    request._request.META["QUERY_STRING"] = query.urlencode()
-
-
 def observe(
-    viewset: Any,
-    request: Any,
-    method: Any,
+    viewset: APIView,
+    request: Request,
+    method: ViewMethod,
     options: ReactiveOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -83,10 +68,32 @@ def observe(
         raise StoreUnavailable() from exc
 
 
+def _primary_key(viewset: APIView, options: ReactiveOptions) -> str:
+    if options.primary_key:
+        return options.primary_key
+    try:
+        model = viewset.get_queryset().model  # type: ignore[attr-defined]  # AttributeError: no queryset
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{type(viewset).__name__} has no queryset to take a primary key from; "
+            f"pass @reactive(primary_key='<field>')."
+        ) from exc
+    return str(model._meta.pk.name)
+
+
+def _strip_observe(request: Request) -> None:
+    query: QueryDict = request._request.GET.copy()
+    query.pop(OBSERVE_PARAM, None)
+    query._mutable = False
+    request._request.GET = query  # type: ignore[assignment]  # immutable again, as Django's
+    # Pagination links are built from META: keep the subscriber id out of them.
+    request._request.META["QUERY_STRING"] = query.urlencode()
+
+
 def _observe(
-    viewset: Any,
-    request: Any,
-    method: Any,
+    viewset: APIView,
+    request: Request,
+    method: ViewMethod,
     options: ReactiveOptions,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -96,7 +103,7 @@ def _observe(
         raise ValidationError(
             {OBSERVE_PARAM: ["Malformed subscriber id: use 8-64 letters, digits, '-' or '_'."]}
         )
-    subscriber = store.get_subscriber(sid)
+    subscriber = subscribers.get(sid)
     if subscriber is None:
         raise ValidationError(
             {OBSERVE_PARAM: ["Unknown subscriber id: open the WebSocket ws/<id> first."]}
@@ -104,101 +111,78 @@ def _observe(
     user = user_key(request.user)
     if subscriber.user != user:
         raise PermissionDenied("This subscriber id belongs to another user's socket.")
-    primary_key = _primary_key(viewset, options)
     spec = ObserverSpec.build(
         view=view_path(viewset),
-        action=getattr(viewset, "action", None) or request.method.lower(),
+        action=getattr(viewset, "action", None) or str(request.method).lower(),
         path=request._request.path_info,
-        query=_pairs(request),
+        query=[(k, v) for k, values in request.query_params.lists() for v in values],
         kwargs=kwargs,
         user=user if options.per_user else None,
         host=request.get_host(),
         secure=request.is_secure(),
-        primary_key=primary_key,
+        primary_key=_primary_key(viewset, options),
     )
     oid = spec.id
     _strip_observe(request)
     try:
-        lock = coordination.observer_lock(oid)
-        with lock as held:
+        with locks.observer_lock(oid) as held:
             # Until its dependencies are stored, any committed write must reach this
             # observer: the running view may already have read past it.
-            coordination.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
+            locks.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
             try:
                 response = _subscribe_locked(
                     viewset, request, method, args, kwargs, spec, subscriber, user, options
                 )
             finally:
-                coordination.unwatch(oid)
+                locks.unwatch(oid)
     except ObserverError as exc:
         raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
-        from .tasks import enqueue_evaluation
-
         enqueue_evaluation(oid)
     return response
 
 
-def _pairs(request: Any) -> list[tuple[str, str]]:
-    return [(k, v) for k, values in request.query_params.lists() for v in values]
-
-
 def _subscribe_locked(
-    viewset: Any,
-    request: Any,
-    method: Any,
+    viewset: APIView,
+    request: Request,
+    method: ViewMethod,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     spec: ObserverSpec,
-    subscriber: store.Subscriber,
+    subscriber: subscribers.Subscriber,
     user: str,
     options: ReactiveOptions,
 ) -> Response:
-    from .dependencies import capture_tables, tables_for
-
     oid = spec.id
     with capture_tables() as tables:
         response = method(viewset, request, *args, **kwargs)
     if getattr(response, "status_code", 500) != 200:
         return response
     result = result_from_response(response)
-    try:
-        stored = store.load_observer(oid)
-        previous = stored.items if stored else []
-        changes = diff(previous, result.items, spec.primary_key) if stored else []
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    # A recreated observer must never repeat a version a client still holds:
-    # it starts at Redis's clock in ms, which outruns one evaluation per version.
-    version = store.now_ms()
-    if stored:
-        version = stored.version + 1 if changes else stored.version
+    result.tables = tables
+    stored = observers.load(oid)
     # Subscribe first: a concurrent last unsubscribe then finds a member and keeps the observer.
-    store.subscribe(oid, subscriber.id)
-    store.save_observer(
-        oid,
-        spec=spec.to_json(),
-        items=result.items,
-        meta=result.meta,
-        version=version,
-        tables=tables | tables_for(options.dependencies),
-        creator=stored.creator if stored else user,
-        old_tables=stored.tables if stored else (),
-    )
+    subscribers.subscribe(oid, subscriber.id)
+    try:
+        # Existing subscribers get the catch-up diff before the new socket joins the group.
+        version = observer.publish(
+            oid,
+            spec,
+            result,
+            stored=stored,
+            creator=user,
+            declared=tables_for(options.dependencies),
+            joining=subscriber.channel,
+        )
+    except ValueError as exc:
+        subscribers.unsubscribe(oid, subscriber.id)
+        raise ConfigurationError(str(exc)) from exc
+    assert version is not None  # only workers' publishes can find the observer gone
     if options.poll_interval is not None:
-        from .polling import schedule
-
         # After subscribe: beat's claim drops entries of observers without subscribers.
-        schedule(oid, options.poll_interval)
-    group = broadcast.group_name(oid)
-    sends = []
-    if changes:
-        store.record_diff(oid, version, spec.primary_key, changes)
-        sends.append((group, broadcast.diff_message(oid, version, spec.primary_key, changes)))
-    # Existing subscribers get the catch-up diff before the new socket joins the group.
-    broadcast.send(group_sends=sends, group_adds=[(group, subscriber.channel)])
-    if store.get_subscriber(subscriber.id) is None:
-        store.unsubscribe(oid, subscriber.id)
+        schedule.schedule(oid, options.poll_interval)
+    if subscribers.get(subscriber.id) is None:
+        subscribers.unsubscribe(oid, subscriber.id)
         raise NotFound("The subscriber's socket closed during the subscription.")
     answer: dict[str, Any] = {
         "observer": oid,
@@ -206,8 +190,8 @@ def _subscribe_locked(
         "primary_key": spec.primary_key,
         **result.meta,
     }
-    since = getattr(request._request, RESUME_ATTRIBUTE, None)
-    diffs = store.replay(oid, since, version) if since is not None and stored else None
+    since = getattr(request._request, _RESUME_ATTRIBUTE, None)
+    diffs = observers.replay(oid, since, version) if since is not None and stored else None
     if diffs is not None:
         answer["diffs"] = diffs
     else:
@@ -215,3 +199,62 @@ def _subscribe_locked(
         if since is not None:
             answer["reset"] = True
     return Response(answer)
+
+
+def _reactive_method(func: Any) -> Any:
+    cls = getattr(func, "cls", None)
+    if cls is None:
+        return None
+    actions = getattr(func, "actions", None)
+    name = actions.get("get") if actions else "get"
+    method = getattr(cls, name, None) if name else None
+    return method if getattr(method, ATTRIBUTE, None) is not None else None
+
+
+def subscribe_url(
+    url: str,
+    subscriber_id: str,
+    user: AbstractBaseUser | AnonymousUser,
+    host: str,
+    secure: bool,
+    since: int | None,
+    remote_addr: str = "",
+) -> dict[str, Any]:
+    """Subscribe ``subscriber_id`` to the view at ``url``; return the answer's data.
+
+    The view runs through DRF's full dispatch as the socket's user, with
+    ``?observe=<the socket's subscriber id>``, so permissions, querysets, filters
+    and the subscription itself behave exactly as for an HTTP GET. Called in a
+    thread by the batched consumer. Raises ``Refused``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        raise Refused("bad_url", "url must be a path on this site, e.g. /api/tasks/.")
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        raise Refused("not_found", f"No view answers {parts.path}.") from None
+    if _reactive_method(match.func) is None:
+        raise Refused("not_reactive", f"The view at {parts.path} is not @reactive.")
+    query = QueryDict(parts.query, mutable=True)
+    query.pop(OBSERVE_PARAM, None)
+    query_string = "&".join(
+        s for s in (query.urlencode(), urlencode({OBSERVE_PARAM: subscriber_id})) if s
+    )
+    request = GetRequest(parts.path, query_string, host, secure, remote_addr).run_as(user)
+    setattr(request, _RESUME_ATTRIBUTE, since)
+    response = match.func(request, *match.args, **match.kwargs)
+    status = getattr(response, "status_code", 500)
+    data = getattr(response, "data", None)
+    if status != 200 or not isinstance(data, dict) or "observer" not in data:
+        detail = data.get("detail") if isinstance(data, dict) else None
+        raise Refused(
+            STATUS_ERRORS.get(status, "error"), str(detail or f"The view answered {status}.")
+        )
+    return dict(data)
+
+
+def unsubscribe(oid: str, subscriber: subscribers.Subscriber) -> None:
+    """End one subscription and take the subscriber's socket out of the group."""
+    subscribers.unsubscribe(oid, subscriber.id)
+    broadcast.send(group_discards=[(broadcast.group_name(oid), subscriber.channel)])

@@ -9,7 +9,7 @@ from django.urls import path
 
 from .views import UnsubscribeView
 
-__all__ = ["urlpatterns"]
+__all__ = ["app_name", "urlpatterns"]
 
 app_name = "reactive_celery"
 

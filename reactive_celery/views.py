@@ -10,8 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import broadcast, store
-from .subscriptions import SUBSCRIBER_ID, StoreUnavailable, user_key
+from .exceptions import StoreUnavailable
+from .protocol import SUBSCRIBER_ID
+from .store import subscribers
+from .subscriptions import unsubscribe, user_key
 
 __all__ = ["UnsubscribeView"]
 
@@ -33,13 +35,12 @@ class UnsubscribeView(APIView):
         sid = request.query_params.get("subscriber", "")
         if not oid or not sid:
             raise ValidationError({"detail": "Pass both ?observer=<id> and ?subscriber=<id>."})
-        subscriber = store.get_subscriber(sid) if SUBSCRIBER_ID.fullmatch(sid) else None
+        subscriber = subscribers.get(sid) if SUBSCRIBER_ID.fullmatch(sid) else None
         if subscriber is None:
             raise NotFound("Unknown subscriber id.")
         if subscriber.user != user_key(request.user):
             raise PermissionDenied("This subscriber id belongs to another user's socket.")
-        if not store.is_subscribed(oid, sid):
+        if not subscribers.follows(sid, oid):
             raise NotFound("This subscriber does not observe that observer.")
-        store.unsubscribe(oid, sid)
-        broadcast.send(group_discards=[(broadcast.group_name(oid), subscriber.channel)])
+        unsubscribe(oid, subscriber)
         return Response(status=204)

@@ -8,15 +8,15 @@ import sys
 
 from django.core.management import call_command
 
-from reactive_celery import polling, store
+from reactive_celery.store import observers, schedule, subscribers
 from tests.processes import ROOT
 
 
 def some_state() -> None:
-    store.register_subscriber("sub12345", "chan", "")
-    store.save_observer("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
-    store.subscribe("o1", "sub12345")
-    polling.schedule("o1", 5)
+    subscribers.register("sub12345", "chan", "")
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
+    subscribers.subscribe("o1", "sub12345")
+    schedule.schedule("o1", 5)
 
 
 def manage(*args: str, stdin: str = "") -> subprocess.CompletedProcess:

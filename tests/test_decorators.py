@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.views import APIView
 
 from reactive_celery import reactive
-from reactive_celery.decorators import declared_tables, options_for
+from tests.testapp.ops_views import TickViewSet
 from tests.testapp.views import ItemViewSet
 
 
@@ -75,16 +75,18 @@ def test_subclass_of_reactive_viewset_may_be_decorated_again():
     assert ItemViewSet.list.reactive_options.per_user is True
 
 
-class DeclaredViews(viewsets.GenericViewSet):
-    @reactive(dependencies=["testapp.Tag", "custom_table"])
-    def list(self, request):
-        return None
+def test_poll_interval_is_recorded():
+    assert TickViewSet.list.reactive_options.poll_interval == 1
 
 
-def test_declared_dependencies_resolve_to_tables():
-    assert options_for("tests.testapp.views.ItemViewSet", "list") is not None
-    assert options_for("no.such.View", "list") is None
-    assert declared_tables("tests.test_decorators.DeclaredViews", "list") == {
-        "testapp_tag",
-        "custom_table",
-    }
+def test_poll_interval_with_dependencies_is_a_type_error_naming_both():
+    with pytest.raises(TypeError, match="dependencies= or poll_interval=, not both"):
+        reactive(dependencies=["testapp.Item"], poll_interval=5)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("5", TypeError), (True, TypeError), (0.5, ValueError), (0, ValueError)]
+)
+def test_bad_poll_interval_is_refused_at_decoration(value, error):
+    with pytest.raises(error, match="poll_interval"):
+        reactive(poll_interval=value)

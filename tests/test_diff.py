@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reactive_celery.diff import apply, apply_batch, batch, diff
+from reactive_celery.diff import apply, diff
 
 
 def items(keys, version=0):
@@ -75,15 +75,3 @@ def test_data_edits_mention_only_the_edited_items(old, data):
 def test_deleting_one_row_costs_one_removal(old, position):
     new = [item for i, item in enumerate(old) if i != position]
     assert len(diff(old, new, "id")) == (1 if position < len(old) else 0)
-
-
-@given(keyed_lists, keyed_lists)
-def test_applying_the_batched_diff_gives_the_new_list(old, new):
-    assert apply_batch(old, batch(diff(old, new, "id"), "id"), "id") == new
-
-
-def test_position_only_change_is_moved_without_data():
-    old = items([1, 2, 3])
-    new = [old[2], old[0], old[1]]
-    frame = batch(diff(old, new, "id"), "id")
-    assert frame == {"removed": [], "added": [], "changed": [], "moved": [{"order": 0, "pk": 3}]}

@@ -1,9 +1,13 @@
 """The package's public surface and import-time behaviour."""
 
+import ast
 import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import reactive_celery
 
@@ -26,11 +30,53 @@ def test_lazy_exports_resolve():
     assert reactive_celery.notify is notify
 
 
-def test_every_module_declares_all_and_exports_exist():
-    for info in pkgutil.iter_modules(reactive_celery.__path__):
-        if info.name in ("apps", "migrations"):
-            continue
-        module = importlib.import_module(f"reactive_celery.{info.name}")
-        assert hasattr(module, "__all__"), info.name
-        for name in module.__all__:
-            assert hasattr(module, name), f"{info.name}.{name}"
+def _modules() -> list[str]:
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(reactive_celery.__path__, "reactive_celery.")
+        if ".migrations" not in info.name and info.name != "reactive_celery.sweep"
+    ]
+    return ["reactive_celery", *names]
+
+
+def _public_names(module) -> set[str]:
+    """Names a module defines (or, for a package, re-exports) that do not start with _."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            value = node.value
+            # Loggers are configured by name, never imported.
+            if isinstance(value, ast.Call) and getattr(value.func, "attr", "") == "getLogger":
+                continue
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom) and module.__file__.endswith("__init__.py"):
+            if node.level:  # a package re-exporting its own modules' names
+                names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.If) and module.__name__ == "reactive_celery":
+            # The TYPE_CHECKING imports of the names that load lazily.
+            for inner in node.body:
+                names.update(alias.name for alias in getattr(inner, "names", []))
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_all_is_exactly_the_public_names(name):
+    module = importlib.import_module(name)
+    assert hasattr(module, "__all__"), name
+    assert set(module.__all__) - {"__version__"} == _public_names(module)
+    assert len(module.__all__) == len(set(module.__all__))
+    for exported in module.__all__:
+        assert hasattr(module, exported), f"{name}.{exported}"
+
+
+def test_the_old_sweep_path_still_imports_with_a_warning():
+    sys.modules.pop("reactive_celery.sweep", None)
+    with pytest.warns(DeprecationWarning, match="reactive_celery.store.sweep"):
+        old = importlib.import_module("reactive_celery.sweep")
+    from reactive_celery.store.sweep import sweep
+
+    assert old.__all__ == ["sweep"] and old.sweep is sweep

@@ -1,7 +1,7 @@
 """Settings of the example project: a demo on loopback, not a production setup.
 
 Redis: ``REDIS_URL`` from the environment, else a private ``redis-server`` is
-started for this process and exported (``reactive_celery.redis_server``).
+started for this process and exported (``reactive_celery.testing.redis_server``).
 ``run.py`` starts it once, before the web server and the worker, so that all
 of them share it; a ``manage.py`` command run by hand must be given the same
 ``REDIS_URL`` (run.py prints it) or its writes reach nobody.
@@ -10,7 +10,7 @@ of them share it; a ``manage.py`` command run by hand must be given the same
 import os
 from pathlib import Path
 
-from reactive_celery import redis_server
+from reactive_celery.testing import redis_server
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""What both socket protocols share: owning a subscriber id, heartbeats, clean-up."""
+"""What both socket protocols share: owning a subscriber id, heartbeats, clean-up,
+and the handlers of the group messages (``reactive.diff``, ``reactive.error``)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,26 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .. import broadcast, store
+from .. import broadcast
 from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber
+from ..protocol import CLOSE_STATE_LOST, Frame
+from ..store import subscribers
 from ..subscriptions import user_key
 
-__all__ = [
-    "CLOSE_BAD_ID",
-    "CLOSE_FOREIGN_ID",
-    "CLOSE_STATE_LOST",
-    "SubscriberSocket",
-    "call",
-    "encoded_frames",
-]
+__all__ = ["SubscriberSocket", "call", "encoded_frames"]
 
 logger = logging.getLogger(__name__)
 
-#: Close codes (4000-4999 are the application's own).
-CLOSE_BAD_ID = 4400
-CLOSE_FOREIGN_ID = 4403
-CLOSE_STATE_LOST = 4408
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 #: Frames of recent diffs, encoded once per process: channels_redis hands one group
@@ -43,7 +38,7 @@ _ENCODED_LIMIT = 256
 
 
 def encoded_frames(
-    protocol: str, event: dict[str, Any], build: Callable[[dict[str, Any]], list[dict]]
+    protocol: str, event: dict[str, Any], build: Callable[[Frame], list[Frame]]
 ) -> list[str]:
     """The JSON texts of ``build(event)``, shared by the sockets of this process."""
     cache_key = (protocol, event["observer"], event["version"])
@@ -56,22 +51,47 @@ def encoded_frames(
     return texts
 
 
-def call(func: Any, *args: Any) -> Any:
+def call(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_R]:
     """Run a blocking store call off the event loop."""
-    return sync_to_async(func, thread_sensitive=False)(*args)
+    return sync_to_async(func, thread_sensitive=False)(*args, **kwargs)
 
 
 class SubscriberSocket(AsyncWebsocketConsumer):
-    """A socket that owns one subscriber id in the store while it is open."""
+    """A socket that owns one subscriber id in the store while it is open.
 
+    Subclasses name their protocol and how a group message becomes frames.
+    """
+
+    #: Names this protocol's frames in the per-process encoding cache.
+    protocol_name = ""
     subscriber_id: str | None = None
     _heartbeat: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def diff_frames(event: Frame) -> list[Frame]:
+        """The frames of a ``reactive.diff`` group message."""
+        raise NotImplementedError
+
+    @staticmethod
+    def stop_frame(event: Frame) -> Frame:
+        """The frame of a ``reactive.error`` group message."""
+        raise NotImplementedError
+
+    async def reactive_diff(self, event: Frame) -> None:
+        """Called for a ``reactive.diff`` group message: forward its frames."""
+        for text in encoded_frames(self.protocol_name, event, self.diff_frames):
+            await self.send(text_data=text)
+
+    async def reactive_error(self, event: Frame) -> None:
+        """Called when an observer stopped: tell the client why; the subscription ends."""
+        await self.send_json(self.stop_frame(event))
+        await self.leave(event["observer"])
 
     async def claim(self, sid: str) -> bool:
         """Register ``sid`` for this socket and rejoin its groups; False if foreign."""
         try:
             observers = await call(
-                store.register_subscriber, sid, self.channel_name, user_key(self.scope.get("user"))
+                subscribers.register, sid, self.channel_name, user_key(self.scope.get("user"))
             )
         except ForeignSubscriber:
             return False
@@ -81,7 +101,9 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         self._heartbeat = asyncio.ensure_future(self._beat())
         return True
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         """Run the consumer; whatever ends it, the subscriber's state goes with it."""
         try:
             await super().__call__(scope, receive, send)
@@ -97,7 +119,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         sid, self.subscriber_id = self.subscriber_id, None
         if sid is None:
             return
-        observers = await call(store.remove_subscriber, sid, self.channel_name)
+        observers = await call(subscribers.remove, sid, self.channel_name)
         for oid in observers:
             await self.leave(oid)
 
@@ -115,10 +137,13 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         interval = reactive_settings.HEARTBEAT_INTERVAL
         while True:
             await asyncio.sleep(interval)
+            sid = self.subscriber_id
+            if sid is None:
+                return  # the socket is closing
             try:
-                observers = await call(store.heartbeat, self.subscriber_id, self.channel_name)
+                observers = await call(subscribers.heartbeat, sid, self.channel_name)
             except Exception:
-                logger.warning("Heartbeat of subscriber %s failed", self.subscriber_id)
+                logger.warning("Heartbeat of subscriber %s failed", sid)
                 continue
             if observers is None:
                 # Our state is gone (expired or Redis lost it): the client must

@@ -8,47 +8,33 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import time
-from typing import Any
+from typing import cast
 
 from channels.db import database_sync_to_async
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 
-from .. import store
+from .. import protocol
 from ..conf import reactive_settings
-from ..diff import batch
-from ..url_subscribe import SubscribeRefused, subscribe_url
-from .base import CLOSE_FOREIGN_ID, SubscriberSocket, call, encoded_frames
+from ..exceptions import Refused
+from ..protocol import CLOSE_FOREIGN_ID, MAX_URL, OBSERVER_ID, Frame
+from ..store import subscribers
+from ..subscriptions import subscribe_url
+from .base import SubscriberSocket, call
 
-__all__ = ["BatchedConsumer", "diff_frame"]
+__all__ = ["BatchedConsumer"]
 
 logger = logging.getLogger(__name__)
-
-_OBSERVER_ID = re.compile(r"[0-9a-f]{64}")
-_MAX_URL = 2048
-
-
-def diff_frame(oid: str, version: int, primary_key: str, changes: list[dict[str, Any]]) -> dict:
-    """The batched ``diff`` frame of one evaluation's changes."""
-    return {"type": "diff", "observer": oid, "version": version, **batch(changes, primary_key)}
-
-
-def _diff_frames(event: dict[str, Any]) -> list[dict]:
-    return [diff_frame(event["observer"], event["version"], event["primary_key"], event["changes"])]
-
-
-class Refused(Exception):
-    """A request this socket refuses; becomes one ``error`` frame."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class BatchedConsumer(SubscriberSocket):
     """One browser connection of the batched protocol; the server picks its subscriber id."""
+
+    protocol_name = "batched"
+    diff_frames = staticmethod(protocol.batched_diffs)
+    stop_frame = staticmethod(protocol.batched_stop)
 
     async def connect(self) -> None:
         """Called on the WebSocket handshake: register a fresh subscriber id and accept."""
@@ -74,16 +60,16 @@ class BatchedConsumer(SubscriberSocket):
                 raise Refused("unknown_type", f"Unknown message type {message['type']!r}.")
             answer = await handler(message)
         except Refused as refused:
-            answer = {"type": "error", "code": refused.code, "message": refused.message}
+            answer = protocol.request_error(refused.code, refused.message)
         except Exception:
             # One bad request must not take the socket (and its subscriptions) down.
             logger.exception("Request on subscriber %s failed", self.subscriber_id)
-            answer = {"type": "error", "code": "error", "message": "The request failed."}
+            answer = protocol.request_error("error", "The request failed.")
         if request_id is not None:
             answer["id"] = request_id
         await self.send_json(answer)
 
-    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> Frame:
         if text_data is None:
             raise Refused("bad_message", "Frames must be JSON text, not binary.")
         if len(text_data.encode()) > reactive_settings.MAX_FRAME_BYTES:
@@ -117,45 +103,45 @@ class BatchedConsumer(SubscriberSocket):
             raise Refused("rate_limited", f"At most {rate:g} subscribe requests a second.")
         self._tokens -= 1
 
-    async def _subscribe(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _subscribe(self, message: Frame) -> Frame:
         url, oid, since = message.get("url"), message.get("observer"), message.get("version")
-        if not isinstance(url, str) or not url or len(url) > _MAX_URL:
-            raise Refused("bad_message", f"'url' must be a path of at most {_MAX_URL} characters.")
+        if not isinstance(url, str) or not url or len(url) > MAX_URL:
+            raise Refused("bad_message", f"'url' must be a path of at most {MAX_URL} characters.")
         if (oid is None) != (since is None):
             raise Refused("bad_message", "Resume needs both 'observer' and 'version'.")
         if oid is not None and (
             not isinstance(oid, str)
-            or not _OBSERVER_ID.fullmatch(oid)
+            or not OBSERVER_ID.fullmatch(oid)
             or not isinstance(since, int)
             or isinstance(since, bool)
             or since < 0
         ):
             raise Refused("bad_message", "'observer' must be an observer id, 'version' >= 0.")
+        sid = self._own_id()
         self._take_token()
-        held = await call(store.subscription_count, self.subscriber_id)
-        resuming_own = oid is not None and await call(store.is_subscribed, oid, self.subscriber_id)
+        held = await call(subscribers.count, sid)
+        resuming_own = oid is not None and await call(subscribers.follows, sid, oid)
         if held >= reactive_settings.MAX_SUBSCRIPTIONS and not resuming_own:
             raise Refused(
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
             )
-        try:
-            # Not thread-sensitive: a subscribe waiting on a busy observer's lock
-            # must not hold up every other socket (and auth) of this process.
-            data = await database_sync_to_async(subscribe_url, thread_sensitive=False)(
-                url,
-                self.subscriber_id,
-                self.scope.get("user"),
-                self._host(),
-                self.scope.get("scheme") in ("wss", "https"),
-                since,
-                (self.scope.get("client") or ("",))[0] or "",
-            )
-        except SubscribeRefused as refused:
-            raise Refused(refused.code, refused.message) from None
+        user = self.scope.get("user")
+        # Not thread-sensitive: a subscribe waiting on a busy observer's lock
+        # must not hold up every other socket (and auth) of this process.
+        data = await database_sync_to_async(subscribe_url, thread_sensitive=False)(
+            url,
+            sid,
+            # AuthMiddleware's lazy object stands for the user it wraps.
+            AnonymousUser() if user is None else cast("AbstractBaseUser | AnonymousUser", user),
+            self._host(),
+            self.scope.get("scheme") in ("wss", "https"),
+            since,
+            (self.scope.get("client") or ("",))[0] or "",
+        )
         if resuming_own and data["observer"] != oid and held >= reactive_settings.MAX_SUBSCRIPTIONS:
             # The URL named a new observer after all: the limit applies to it.
-            await call(store.unsubscribe, data["observer"], self.subscriber_id)
+            await call(subscribers.unsubscribe, data["observer"], sid)
             await self.leave(data["observer"])
             raise Refused(
                 "too_many_subscriptions",
@@ -166,25 +152,32 @@ class BatchedConsumer(SubscriberSocket):
             data.pop("diffs", None)
             data["reset"] = True
         if "diffs" in data:
+            oid = data["observer"]
             data["diffs"] = [
-                diff_frame(data["observer"], e["version"], e["primary_key"], e["changes"])
+                protocol.batched_diff(oid, e["version"], e["primary_key"], e["changes"])
                 for e in data["diffs"]
             ]
         elif "items" not in data:
             raise Refused("error", "The subscription answer carried no items.")
         return {"type": "subscribed", **data}
 
-    async def _unsubscribe(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _unsubscribe(self, message: Frame) -> Frame:
         oid = message.get("observer")
-        if not isinstance(oid, str) or not _OBSERVER_ID.fullmatch(oid):
+        if not isinstance(oid, str) or not OBSERVER_ID.fullmatch(oid):
             raise Refused("bad_message", "'observer' must be an observer id.")
-        if not await call(store.is_subscribed, oid, self.subscriber_id):
+        sid = self._own_id()
+        if not await call(subscribers.follows, sid, oid):
             raise Refused("not_subscribed", "This socket does not observe that observer.")
-        await call(store.unsubscribe, oid, self.subscriber_id)
+        await call(subscribers.unsubscribe, oid, sid)
         await self.leave(oid)
         return {"type": "unsubscribed", "observer": oid}
 
-    async def _ping(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _own_id(self) -> str:
+        if self.subscriber_id is None:  # the heartbeat found the state gone and is closing
+            raise Refused("unavailable", "This socket is closing; reconnect and resubscribe.")
+        return self.subscriber_id
+
+    async def _ping(self, message: Frame) -> Frame:
         return {"type": "pong"}
 
     def _host(self) -> str:
@@ -193,20 +186,3 @@ class BatchedConsumer(SubscriberSocket):
                 return value.decode("latin-1")
         server = self.scope.get("server") or ("localhost", None)
         return f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-
-    async def reactive_diff(self, event: dict[str, Any]) -> None:
-        """Called for a ``reactive.diff`` group message: one frame for the evaluation."""
-        for text in encoded_frames("batched", event, _diff_frames):
-            await self.send(text_data=text)
-
-    async def reactive_error(self, event: dict[str, Any]) -> None:
-        """Called when an observer stopped: the subscription ends with an error frame."""
-        await self.send_json(
-            {
-                "type": "error",
-                "observer": event["observer"],
-                "code": event["code"],
-                "message": event["message"],
-            }
-        )
-        await self.leave(event["observer"])

@@ -11,30 +11,19 @@ A stopped observer sends ``{"msg": "error", "observer", "code", "error"}``.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..subscriptions import SUBSCRIBER_ID
-from .base import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SubscriberSocket, encoded_frames
+from .. import protocol
+from ..protocol import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SUBSCRIBER_ID
+from .base import SubscriberSocket
 
 __all__ = ["SubscriberConsumer"]
 
 
-def _item_frames(event: dict[str, Any]) -> list[dict]:
-    return [
-        {
-            "msg": change["msg"],
-            "observer": event["observer"],
-            "primary_key": event["primary_key"],
-            "order": change["order"],
-            "item": change["item"],
-            "version": event["version"],
-        }
-        for change in event["changes"]
-    ]
-
-
 class SubscriberConsumer(SubscriberSocket):
     """One browser connection of the seed protocol; its id comes from the URL."""
+
+    protocol_name = "seed"
+    diff_frames = staticmethod(protocol.seed_diffs)
+    stop_frame = staticmethod(protocol.seed_stop)
 
     async def connect(self) -> None:
         """Called on the WebSocket handshake: claim the subscriber id and accept."""
@@ -49,26 +38,8 @@ class SubscriberConsumer(SubscriberSocket):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame; this protocol only sends."""
         await self.send_json(
-            {
-                "msg": "error",
-                "code": "unsupported",
-                "error": "This socket only receives; subscribe with GET <endpoint>?observe=<id>.",
-            }
+            protocol.seed_error(
+                "unsupported",
+                "This socket only receives; subscribe with GET <endpoint>?observe=<id>.",
+            )
         )
-
-    async def reactive_diff(self, event: dict[str, Any]) -> None:
-        """Called for a ``reactive.diff`` group message: one frame per changed item."""
-        for text in encoded_frames("seed", event, _item_frames):
-            await self.send(text_data=text)
-
-    async def reactive_error(self, event: dict[str, Any]) -> None:
-        """Called when an observer stopped: tell the client why."""
-        await self.send_json(
-            {
-                "msg": "error",
-                "observer": event["observer"],
-                "code": event["code"],
-                "error": event["message"],
-            }
-        )
-        await self.leave(event["observer"])

@@ -123,7 +123,7 @@ async def follow_dcrf(port: int, results: dict, ready: asyncio.Event, total: int
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from reactive_celery import redis_server
+    from reactive_celery.testing import redis_server
     from tests import processes
     from tests.testapp.models import Item
 

@@ -144,7 +144,7 @@ class DemoApp:
 def demo_app() -> Iterator[DemoApp]:
     """The example project with its own Redis and SQLite file, for the whole session."""
     require(missing_module("honcho", "demo") or missing_module("uvicorn", "demo"))
-    from reactive_celery import redis_server
+    from reactive_celery.testing import redis_server
 
     workdir = Path(tempfile.mkdtemp(prefix="reactive-browser-"))
     redis, redis_url = redis_server.start()

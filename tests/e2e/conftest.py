@@ -183,7 +183,7 @@ def redis_restarter():
     """Restart the test run's private Redis: every key, group and queued task is lost."""
     from django.conf import settings
 
-    from reactive_celery import redis_server
+    from reactive_celery.testing import redis_server
 
     def restart():
         redis_server.restart(settings.REDIS_URL)

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from reactive_celery.diff import apply_batch
+from reactive_celery.protocol import apply_batch
 from tests.testapp.models import Item
 
 pytestmark = [pytest.mark.e2e]

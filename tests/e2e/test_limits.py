@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from reactive_celery import stats, tasks
+from reactive_celery import observer
+from reactive_celery.store import stats
 from tests import processes
 from tests.testapp.models import Item
 
@@ -62,13 +63,14 @@ def test_evaluations_log_structured_records_and_warn_when_slow_or_large(live, se
     }
     caplog.set_level(logging.INFO, logger="reactive_celery")
 
-    tasks.evaluate_observer(oid)  # in this process, against the real store and layer
+    observer.evaluate(oid)  # in this process, against the real store and layer
 
     records = {r.getMessage().split(" ")[0]: r for r in caplog.records}
     assert set(records) >= {"Evaluated", "Slow", "Large"}
     for word in ("Evaluated", "Slow", "Large"):
         record = records[word]
         assert record.observer == oid
+        assert record.name == "reactive_celery.tasks"  # the logger docs/operations.md names
         assert record.view == "tests.testapp.views.ItemViewSet"
         assert record.elapsed > 0
         assert record.items == 2

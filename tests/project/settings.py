@@ -8,7 +8,7 @@ the Celery workers and ASGI servers it starts share them.
 import os
 import tempfile
 
-from reactive_celery import redis_server
+from reactive_celery.testing import redis_server
 
 REDIS_URL = redis_server.ensure()
 _redis = REDIS_URL.rstrip("/")

@@ -6,11 +6,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ... import store
 from ...conf import reactive_settings
-from ...sweep import key_pattern
+from ...store import keys
+from ...store.connection import client
 
-__all__ = ["Command", "clear"]
+__all__ = ["BATCH", "Command", "clear"]
 
 #: Keys deleted per round trip.
 BATCH = 1000
@@ -18,10 +18,10 @@ BATCH = 1000
 
 def clear() -> int:
     """Delete all reactive state (observers, subscribers, schedules, stats); return the count."""
-    r = store.client()
+    r = client()
     deleted = 0
     batch: list[str] = []
-    for name in r.scan_iter(match=key_pattern("*"), count=BATCH):
+    for name in r.scan_iter(match=keys.pattern("*"), count=BATCH):
         batch.append(name)
         if len(batch) >= BATCH:
             deleted += r.unlink(*batch)

@@ -1,6 +1,6 @@
 """Evaluation statistics: bounded, with lifetimes, and the percentiles reported."""
 
-from reactive_celery import stats, store
+from reactive_celery.store import observers, stats
 
 
 def test_percentile_is_nearest_rank():
@@ -25,7 +25,7 @@ def test_timings_are_capped_and_expire(store_redis):
 
 
 def test_errors_keep_the_view_and_are_capped(store_redis):
-    store.save_observer(
+    observers.save(
         "o1", spec='{"view": "app.views.V"}', items=[], meta={}, version=1, tables=[], creator=""
     )
     assert stats.record_error("o1", "timeout", "too slow") == "app.views.V"

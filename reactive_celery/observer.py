@@ -1,0 +1,206 @@
+"""One observer's life: refreshed under its lock, its results published, stopped.
+
+refresh   what an ``evaluate`` task does: take the lock (or leave the change
+          to its holder), evaluate, rerun once per change that arrived meanwhile
+evaluate  run the view as the observer's user and publish the result
+publish   new result -> version -> store and replay buffer -> push; the one copy
+          of the version guarantee, used by workers and subscribing requests
+stop      drop the observer and tell its subscribers why
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import Protocol
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from . import broadcast, protocol
+from .conf import reactive_settings
+from .diff import diff
+from .evaluation import Result, evaluate_spec
+from .exceptions import ObserverError, ObserverForbidden, ObserverGone
+from .spec import ObserverSpec
+from .store import connection, locks, observers, stats
+
+__all__ = ["MAX_STARTS", "Requeue", "evaluate", "publish", "refresh", "stop"]
+
+# The name docs/operations.md gives for evaluation records.
+logger = logging.getLogger("reactive_celery.tasks")
+
+#: A task started this many times without finishing is crashing its worker.
+MAX_STARTS = 3
+
+
+class Requeue(Protocol):
+    """Sends another evaluate task for an observer (``tasks.enqueue_evaluation``)."""
+
+    def __call__(self, oid: str, countdown: float | None = None, retry: bool = False) -> None:
+        """Called when an observer needs another evaluation."""
+
+
+def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
+    """Evaluate one observer and push what changed; reruns once if changed meanwhile.
+
+    Called by the ``evaluate`` task. ``retry``: sent by a contended task to run
+    after the holder's lock would have expired (see ``locks.begin``).
+    """
+    token = uuid.uuid4().hex
+    begun = locks.begin(oid, token, retry=retry)
+    if not begun.acquired:
+        # Another worker is evaluating and will rerun; if it died, its lock expires
+        # and this one retry picks the change up.
+        if begun.retry_in_ms is not None:
+            requeue(oid, countdown=begun.retry_in_ms / 1000 + 0.05, retry=True)
+        return
+    if begun.starts > MAX_STARTS:
+        stop(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
+        locks.finish(oid, token, keep=False)
+        return
+    # Reruns share this task's time limit: past half of it, hand over to a new task.
+    deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
+    try:
+        while True:
+            evaluate(oid)
+            if time.monotonic() >= deadline:
+                if locks.finish(oid, token, keep=False) == 1:
+                    requeue(oid)
+                break
+            if locks.finish(oid, token) != 1:
+                break
+    except BaseException:
+        if locks.finish(oid, token, keep=False) == 1:
+            # A change arrived during the failed run: it still needs an evaluation.
+            with contextlib.suppress(Exception):
+                requeue(oid)
+        raise
+    finally:
+        locks.clear_starts(oid)
+
+
+def evaluate(oid: str) -> bool:
+    """One evaluation under the lock: run the view, then publish its result.
+
+    Returns whether the result changed (and was pushed).
+    """
+    stored = observers.load(oid)
+    if stored is None:
+        return False
+    spec = ObserverSpec.from_json(stored.spec)
+    started = time.perf_counter()
+    try:
+        result = evaluate_spec(spec, spec.user if spec.user is not None else stored.creator)
+    except ObserverForbidden as exc:
+        stop(oid, "forbidden", str(exc))
+        return False
+    except ObserverGone as exc:
+        stop(oid, "gone", str(exc))
+        return False
+    except SoftTimeLimitExceeded:
+        limit = reactive_settings.EVALUATION_TIME_LIMIT
+        stop(oid, "timeout", f"Evaluation took longer than {limit} s.")
+        return False
+    except (ObserverError, ValueError) as exc:
+        stop(oid, "error", str(exc))
+        return False
+    except Exception:
+        logger.exception("Observer %s (%s) raised; it is stopped.", oid, spec.view)
+        stop(oid, "error", "The view raised an exception; see the server log.")
+        return False
+    _log_limits(oid, spec, time.perf_counter() - started, len(result.items))
+    try:
+        version = publish(oid, spec, result, stored=stored, evaluated=True)
+    except ValueError as exc:
+        stop(oid, "error", str(exc))
+        return False
+    return version is not None and version != stored.version
+
+
+def publish(
+    oid: str,
+    spec: ObserverSpec,
+    result: Result,
+    *,
+    stored: observers.Observer | None,
+    creator: str = "",
+    declared: set[str] | None = None,
+    evaluated: bool = False,
+    joining: str | None = None,
+) -> int | None:
+    """Store a new result and push its changes; return its version.
+
+    ``stored`` is the observer as it was (None: create it, as ``creator``).
+    ``declared``: the tables of ``dependencies=`` (default: those stored). A
+    worker (``evaluated``) never revives an observer dropped meanwhile: then
+    nothing is written and None returned. ``joining`` is
+    a channel added to the group after the push, so existing subscribers get the
+    catch-up diff and the new socket starts at the returned version. Raises
+    ``ValueError`` when items lack unique primary keys.
+    """
+    changes = diff(stored.items, result.items, spec.primary_key) if stored else []
+    if stored is None:
+        # A re-created observer must never repeat a version a client still holds:
+        # it starts at Redis's clock in ms, which outruns one evaluation per version.
+        version = connection.now_ms()
+    else:
+        version = stored.version + 1 if changes else stored.version
+        creator = stored.creator
+        if declared is None:
+            declared = set(stored.declared)
+    declared = declared or set()
+    saved = observers.save(
+        oid,
+        spec=spec.to_json(),
+        items=result.items,
+        meta=result.meta,
+        version=version,
+        tables=result.tables | declared,
+        declared=declared,
+        creator=creator,
+        old_tables=stored.tables if stored else (),
+        evaluated=evaluated,
+        must_exist=evaluated,
+        diff={"version": version, "primary_key": spec.primary_key, "changes": changes}
+        if changes
+        else None,
+    )
+    if not saved:
+        return None  # its last subscriber left meanwhile: do not bring it back
+    group = broadcast.group_name(oid)
+    sends = [(group, protocol.diff_message(oid, version, spec.primary_key, changes))]
+    broadcast.send(
+        group_sends=sends if changes else [],
+        group_adds=[(group, joining)] if joining else [],
+    )
+    return version
+
+
+def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:
+    extra = {"observer": oid, "view": spec.view, "elapsed": elapsed, "items": size}
+    stats.record_evaluation(elapsed)
+    logger.info("Evaluated observer %s (%s) in %.3f s", oid, spec.view, elapsed, extra=extra)
+    if elapsed > reactive_settings.SLOW_EVALUATION:
+        logger.warning("Slow observer %s (%s): %.3f s", oid, spec.view, elapsed, extra=extra)
+    if size > reactive_settings.LARGE_RESULT:
+        logger.warning("Large observer %s (%s): %d items", oid, spec.view, size, extra=extra)
+
+
+def stop(oid: str, code: str, message: str) -> None:
+    """Drop an observer and tell its subscribers why."""
+    # Read the view before the drop deletes the spec; kept for reactive_status.
+    view = stats.record_error(oid, code, message)
+    logger.warning(
+        "Observer %s (%s) stopped (%s): %s",
+        oid,
+        view,
+        code,
+        message,
+        extra={"observer": oid, "view": view, "code": code},
+    )
+    observers.drop(oid)
+    broadcast.send(
+        group_sends=[(broadcast.group_name(oid), protocol.stop_message(oid, code, message))]
+    )

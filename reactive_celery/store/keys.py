@@ -1,0 +1,166 @@
+"""Every Redis key reactive_celery writes, one builder each.
+
+All keys start with ``KEY_PREFIX`` and all have a lifetime::
+
+    obs:<oid>          hash  spec, items, meta, version, tables, declared, creator,
+                             evaluations, poll (its interval)
+    obs:<oid>:subs     set   subscriber ids
+    obs:<oid>:log      list  the last REPLAY_BUFFER diffs, newest first (JSON)
+    sub:<sid>          hash  channel, user
+    sub:<sid>:obs      set   observer ids
+    dep:<table>        set   observer ids that read the table
+    queued:<oid>       flag  an evaluate task is waiting in the broker
+    lock:<oid>         token the evaluation in progress
+    dirty:<oid>        flag  a change arrived during the evaluation
+    retry:<oid>        flag  a contended task scheduled a retry
+    starts:<oid>       count evaluations started and not finished (crash cap)
+    watch              zset  observers being created, scored by expiry: queued for any table
+    poll               zset  polling observer ids, scored by next due time
+    stats:evaluations  count evaluations finished
+    stats:timings      list  recent evaluation times in ms
+    stats:errors       list  recent stopped observers (JSON)
+
+Lua scripts get every key they touch from these builders through ``KEYS``,
+never from a prefix inside the script. Values are JSON or plain strings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..conf import reactive_settings
+
+__all__ = [
+    "dependents",
+    "dirty",
+    "lock",
+    "observer",
+    "observer_log",
+    "observer_state",
+    "observer_subscribers",
+    "pattern",
+    "poll",
+    "prefix",
+    "queued",
+    "retry",
+    "starts",
+    "stats_errors",
+    "stats_evaluations",
+    "stats_timings",
+    "subscriber",
+    "subscriber_observers",
+    "ttl_seconds",
+    "watch",
+]
+
+
+def ttl_seconds(value: float) -> int:
+    """Whole seconds for EXPIRE; never 0, which would delete the key at once."""
+    return max(1, math.ceil(value))
+
+
+def prefix() -> str:
+    """What every key starts with, separator included."""
+    return f"{reactive_settings.KEY_PREFIX}:"
+
+
+def _key(*parts: str) -> str:
+    return prefix() + ":".join(parts)
+
+
+def observer(oid: str) -> str:
+    """The observer's hash: spec, result, version, tables, creator."""
+    return _key("obs", oid)
+
+
+def observer_subscribers(oid: str) -> str:
+    """The set of subscriber ids following the observer."""
+    return _key("obs", oid, "subs")
+
+
+def observer_log(oid: str) -> str:
+    """The observer's replay buffer of recent diffs."""
+    return _key("obs", oid, "log")
+
+
+def subscriber(sid: str) -> str:
+    """The subscriber's hash: its socket's channel and user."""
+    return _key("sub", sid)
+
+
+def subscriber_observers(sid: str) -> str:
+    """The set of observer ids the subscriber follows."""
+    return _key("sub", sid, "obs")
+
+
+def dependents(table: str) -> str:
+    """The set of observer ids that read ``table``."""
+    return _key("dep", table)
+
+
+def queued(oid: str) -> str:
+    """Set while an evaluate task for the observer waits in the broker."""
+    return _key("queued", oid)
+
+
+def lock(oid: str) -> str:
+    """The token of the evaluation (or subscription) holding the observer."""
+    return _key("lock", oid)
+
+
+def dirty(oid: str) -> str:
+    """Set when a change arrived while the observer's lock was held."""
+    return _key("dirty", oid)
+
+
+def retry(oid: str) -> str:
+    """Set while a contended task's retry is scheduled."""
+    return _key("retry", oid)
+
+
+def starts(oid: str) -> str:
+    """Evaluations started and not finished (the crash cap)."""
+    return _key("starts", oid)
+
+
+def watch() -> str:
+    """Observers being created, queued for a write to any table."""
+    return _key("watch")
+
+
+def poll() -> str:
+    """The polling schedule: observer id -> Redis time it is next due."""
+    return _key("poll")
+
+
+def stats_evaluations() -> str:
+    """Evaluations finished since the key was created."""
+    return _key("stats", "evaluations")
+
+
+def stats_timings() -> str:
+    """Recent evaluation times in milliseconds, newest first."""
+    return _key("stats", "timings")
+
+
+def stats_errors() -> str:
+    """Recent stopped observers (JSON), newest first."""
+    return _key("stats", "errors")
+
+
+def observer_state(oid: str) -> tuple[str, ...]:
+    """The keys that go when an observer is dropped (dependency and poll entries aside)."""
+    return (
+        observer(oid),
+        observer_subscribers(oid),
+        observer_log(oid),
+        queued(oid),
+        dirty(oid),
+        starts(oid),
+    )
+
+
+def pattern(*parts: str) -> str:
+    """A SCAN pattern under the prefix; glob characters in the prefix match literally."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix()) + ":".join(parts)

@@ -1,0 +1,201 @@
+"""An observer's stored state: its result, version, dependencies and replay buffer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from ..conf import reactive_settings
+from . import keys
+from .connection import client
+
+__all__ = ["Observer", "drop", "load", "release", "replay", "save"]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Observer:
+    """An observer's stored state."""
+
+    id: str
+    spec: str
+    items: list[dict[str, Any]]
+    meta: dict[str, Any]
+    version: int
+    tables: list[str]
+    #: The tables of ``dependencies=``, kept so that workers need not find the view's options.
+    declared: list[str]
+    creator: str
+    evaluations: int
+
+
+def load(oid: str) -> Observer | None:
+    """The stored observer, or None when it does not exist."""
+    data = cast(dict[str, str], client().hgetall(keys.observer(oid)))
+    if not data or "spec" not in data:
+        return None
+    return Observer(
+        id=oid,
+        spec=data["spec"],
+        items=json.loads(data.get("items", "[]")),
+        meta=json.loads(data.get("meta", "{}")),
+        version=int(data.get("version", 0)),
+        tables=json.loads(data.get("tables", "[]")),
+        declared=json.loads(data.get("declared", "[]")),
+        creator=data.get("creator", ""),
+        evaluations=int(data.get("evaluations", 0)),
+    )
+
+
+def save(
+    oid: str,
+    *,
+    spec: str,
+    items: list[dict[str, Any]],
+    meta: dict[str, Any],
+    version: int,
+    tables: Iterable[str],
+    creator: str,
+    declared: Iterable[str] = (),
+    old_tables: Iterable[str] = (),
+    evaluated: bool = False,
+    must_exist: bool = False,
+    diff: dict[str, Any] | None = None,
+) -> bool:
+    """Write an observer's result and move its dependency entries to ``tables``.
+
+    ``diff`` (version, primary_key, changes) goes into the replay buffer in the
+    same transaction. With ``must_exist`` nothing is written, and False
+    returned, when the observer was dropped meanwhile (its last subscriber left
+    during an evaluation).
+    """
+    tables = sorted(set(tables))
+    obs_key = keys.observer(oid)
+
+    def write(pipe: redis.client.Pipeline) -> bool:
+        if must_exist and not pipe.exists(obs_key):
+            return False
+        pipe.multi()
+        ttl = keys.ttl_seconds(reactive_settings.OBSERVER_TTL)
+        # Keyed by Any: redis-py types field names as a union that a dict of str is not.
+        fields: dict[Any, str | int] = {
+            "spec": spec,
+            "items": _dumps(items),
+            "meta": _dumps(meta),
+            "version": version,
+            "tables": json.dumps(tables),
+            "declared": json.dumps(sorted(set(declared))),
+            "creator": creator,
+        }
+        pipe.hset(obs_key, mapping=fields)
+        if evaluated:
+            pipe.hincrby(obs_key, "evaluations", 1)
+        pipe.expire(obs_key, ttl)
+        for table in set(old_tables) - set(tables):
+            pipe.srem(keys.dependents(table), oid)
+        for table in tables:
+            pipe.sadd(keys.dependents(table), oid)
+            pipe.expire(keys.dependents(table), ttl)
+        if diff is not None:
+            log_key = keys.observer_log(oid)
+            pipe.lpush(log_key, _dumps(diff))
+            pipe.ltrim(log_key, 0, int(reactive_settings.REPLAY_BUFFER) - 1)
+            pipe.expire(log_key, ttl)
+        return True
+
+    # WATCH: a drop between the check and the write aborts and re-checks. (redis-py's
+    # types miss that value_from_callable returns what the callable does.)
+    return bool(client().transaction(write, obs_key, value_from_callable=True))  # type: ignore[arg-type]
+
+
+def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:
+    """Diffs after ``since`` up to ``current``, oldest first; None when the buffer falls short."""
+    if since > current or since < 0:
+        return None
+    if since == current:
+        return []
+    needed = current - since
+    raw = client().lrange(keys.observer_log(oid), 0, needed + 10)
+    entries = {e["version"]: e for e in map(json.loads, raw)}
+    wanted = range(since + 1, current + 1)
+    if any(version not in entries for version in wanted):
+        return None
+    return [entries[version] for version in wanted]
+
+
+# KEYS: the observer's state keys (6), the poll zset, then the leaving subscriber's
+# observer set and the observer sets of ARGV's subscribers, then the dependency sets
+# of ARGV's tables. ARGV: oid, leaving sid ('' for none), '1' to drop anyway,
+# the number of subscribers passed, then those sids, then the tables.
+# Returns false when the observer keeps subscribers, -1 when the keys passed do not
+# cover what it holds now (the caller reads again), else its former subscribers.
+_RELEASE = """
+local oid, leaving, force, nsubs = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local given_subs, given_tables = {}, {}
+for i = 1, nsubs do given_subs[ARGV[4 + i]] = 8 + i end
+for i = 5 + nsubs, #ARGV do given_tables[ARGV[i]] = 4 + i end
+local former = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if sid ~= leaving then table.insert(former, sid) end
+end
+if not force and #former > 0 then
+  if leaving ~= '' then
+    redis.call('SREM', KEYS[2], leaving)
+    redis.call('SREM', KEYS[8], oid)
+  end
+  return false
+end
+local tables = redis.call('HGET', KEYS[1], 'tables')
+tables = tables and cjson.decode(tables) or {}
+for _, sid in ipairs(former) do if not given_subs[sid] then return -1 end end
+for _, t in ipairs(tables) do if not given_tables[t] then return -1 end end
+if leaving ~= '' then redis.call('SREM', KEYS[8], oid) end
+for _, sid in ipairs(former) do redis.call('SREM', KEYS[given_subs[sid]], oid) end
+for _, t in ipairs(tables) do redis.call('SREM', KEYS[given_tables[t]], oid) end
+redis.call('ZREM', KEYS[7], oid)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return former
+"""
+
+
+def release(oid: str, leaving: str = "", *, force: bool = False) -> list[str] | None:
+    """Take ``leaving`` off the observer; drop the observer if none is left (or ``force``).
+
+    Returns its former subscribers when it was dropped, else None. One script:
+    a subscribe can never land between "no subscribers left" and the delete.
+    """
+    r = client()
+    script = r.register_script(_RELEASE)
+    while True:
+        pipe = r.pipeline(transaction=False)
+        pipe.smembers(keys.observer_subscribers(oid))
+        pipe.hget(keys.observer(oid), "tables")
+        members, tables_json = pipe.execute()
+        sids = sorted(set(members) - {leaving})
+        tables = sorted(json.loads(tables_json or "[]"))
+        names = [
+            *keys.observer_state(oid),
+            keys.poll(),
+            keys.subscriber_observers(leaving) if leaving else keys.observer_subscribers(oid),
+            *(keys.subscriber_observers(sid) for sid in sids),
+            *(keys.dependents(table) for table in tables),
+        ]
+        args = [oid, leaving, "1" if force else "0", len(sids), *sids, *tables]
+        result = script(keys=names, args=args)
+        if result != -1:
+            return None if result is None else list(result)
+
+
+def drop(oid: str) -> list[str]:
+    """Delete an observer's state and dependency entries; return its former subscribers.
+
+    A polling observer stops being polled the moment it is dropped.
+    """
+    return release(oid, force=True) or []

@@ -1,0 +1,209 @@
+"""The sweep: remove what dead sockets and crashed processes left in Redis.
+
+A socket that closes cleanly unsubscribes itself. One whose ASGI server died
+stops renewing its subscriber key, which expires after ``SUBSCRIBER_TTL``; the
+sweep then takes that subscriber out of its observers, drops observers left
+without subscribers (result, replay buffer, dependency entries, poll entry),
+and removes dependency and poll entries that name vanished observers.
+
+Beat sends ``reactive_celery.sweep`` every ``SWEEP_INTERVAL`` seconds; tests
+and operators may call ``sweep()`` directly. Every step re-checks inside one
+Redis script, and an observer is dropped only while its lock is free, so a
+sweep never races a subscription or an evaluation in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import redis
+
+from . import keys, locks, observers
+from .connection import client
+
+__all__ = ["BATCH", "LOCK_MS", "sweep"]
+
+logger = logging.getLogger("reactive_celery.sweep")  # the name docs/operations.md gives
+
+#: Keys handled per pipeline round trip.
+BATCH = 500
+#: How long the sweep may hold an observer's lock while dropping it (ms).
+LOCK_MS = 5000
+
+# KEYS: sub:<sid>, sub:<sid>:obs, then the subscriber sets of the observers in ARGV[2..].
+# ARGV: sid, observer ids. Nothing if the subscriber lives; -1 if it follows an
+# observer not passed (it changed since it was read).
+_FORGET_SUBSCRIBER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local given = {}
+for i = 2, #ARGV do given[ARGV[i]] = true end
+for _, oid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if not given[oid] then return -1 end
+end
+for i = 3, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: obs:<oid>, obs:<oid>:subs, lock:<oid>, poll, then sub:<sid> of each sid in ARGV[4..].
+# ARGV: oid, token, lock ms, sids.
+# Returns {dead subscribers removed, 1 = locked for dropping / 0 = alive / -1 = busy,
+# 1 if a lost poll entry was restored}. Subscribers that joined since the read count as alive.
+_CHECK_OBSERVER = """
+local removed = 0
+for i = 4, #ARGV do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 and redis.call('SREM', KEYS[2], ARGV[i]) == 1 then
+    removed = removed + 1
+  end
+end
+if redis.call('SCARD', KEYS[2]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  local interval = redis.call('HGET', KEYS[1], 'poll')
+  if interval and not redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+    -- The schedule expired (beat was down longer than OBSERVER_TTL): poll again.
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[4], tonumber(t[1]) + tonumber(interval), ARGV[1])
+    return {removed, 0, 1}
+  end
+  return {removed, 0, 0}
+end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {removed, 1, 0} end
+return {removed, -1, 0}
+"""
+
+# KEYS: a dependency set or the poll zset, then obs:<oid> and obs:<oid>:subs of each
+# oid in ARGV[2..]. ARGV: 'set' | 'zset', oids.
+_PRUNE_MEMBERS = """
+local removed = 0
+for i = 2, #ARGV do
+  local oid, base = ARGV[i], i * 2 - 2
+  local gone = redis.call('EXISTS', KEYS[base]) == 0
+  if ARGV[1] == 'zset' and not gone then gone = redis.call('SCARD', KEYS[base + 1]) == 0 end
+  if gone then
+    local taken
+    if ARGV[1] == 'zset' then
+      taken = redis.call('ZREM', KEYS[1], oid)
+    else
+      taken = redis.call('SREM', KEYS[1], oid)
+    end
+    removed = removed + taken
+  end
+end
+return removed
+"""
+
+
+def _batches(r: redis.Redis, pattern: str) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for name in r.scan_iter(match=pattern, count=1000):
+        batch.append(name)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _id_in(name: str) -> str:
+    """The id in ``<prefix>kind:<id>[:suffix]``."""
+    return name[len(keys.prefix()) :].split(":")[1]
+
+
+def _forget_dead_subscribers(r: redis.Redis, report: Counter[str]) -> None:
+    script = r.register_script(_FORGET_SUBSCRIBER)
+    for names in _batches(r, keys.pattern("sub", "*", "obs")):
+        sids = [_id_in(name) for name in names]
+        read = r.pipeline(transaction=False)
+        for sid in sids:
+            read.exists(keys.subscriber(sid))
+            read.smembers(keys.subscriber_observers(sid))
+        found = read.execute()
+        pipe = r.pipeline(transaction=False)
+        for index, sid in enumerate(sids):
+            if found[2 * index]:
+                continue
+            followed = sorted(found[2 * index + 1])
+            script_keys = [keys.subscriber(sid), keys.subscriber_observers(sid)]
+            script_keys += [keys.observer_subscribers(oid) for oid in followed]
+            script(keys=script_keys, args=[sid, *followed], client=pipe)
+        report["subscribers"] += sum(1 for done in pipe.execute() if done == 1)
+
+
+def _observer_ids(r: redis.Redis) -> Iterator[list[str]]:
+    for names in _batches(r, keys.pattern("obs", "*")):
+        yield sorted({_id_in(name) for name in names})
+
+
+def _drop_abandoned_observers(r: redis.Redis, report: Counter[str]) -> None:
+    script = r.register_script(_CHECK_OBSERVER)
+    for oids in _observer_ids(r):
+        token = uuid.uuid4().hex
+        read = r.pipeline(transaction=False)
+        for oid in oids:
+            read.smembers(keys.observer_subscribers(oid))
+        members = [sorted(found) for found in read.execute()]
+        pipe = r.pipeline(transaction=False)
+        for oid, sids in zip(oids, members, strict=True):
+            names = [keys.observer(oid), keys.observer_subscribers(oid), keys.lock(oid)]
+            names += [keys.poll(), *(keys.subscriber(sid) for sid in sids)]
+            script(keys=names, args=[oid, token, LOCK_MS, *sids], client=pipe)
+        for oid, (removed, state, restored) in zip(oids, pipe.execute(), strict=True):
+            report["subscriptions"] += removed
+            report["rescheduled"] += restored
+            if state == 1:
+                try:
+                    observers.drop(oid)
+                    report["observers"] += 1
+                finally:
+                    locks.finish(oid, token, keep=False)
+                logger.info("Swept observer %s: no live subscribers", oid, extra={"observer": oid})
+
+
+def _prune(r: redis.Redis, pattern: str, kind: str, report_key: str, report: Counter[str]) -> None:
+    script = r.register_script(_PRUNE_MEMBERS)
+    for names in _batches(r, pattern):
+        read = r.pipeline(transaction=False)
+        for name in names:
+            if kind == "zset":
+                read.zrange(name, 0, -1)
+            else:
+                read.smembers(name)
+        pipe = r.pipeline(transaction=False)
+        for name, members in zip(names, read.execute(), strict=True):
+            oids = sorted(members)
+            if not oids:
+                continue
+            script_keys = [name]
+            for oid in oids:
+                script_keys += [keys.observer(oid), keys.observer_subscribers(oid)]
+            script(keys=script_keys, args=[kind, *oids], client=pipe)
+        report[report_key] += sum(pipe.execute())
+
+
+def sweep() -> dict[str, int]:
+    """Remove expired subscribers and abandoned observers; return what was removed.
+
+    Called by the ``reactive_celery.sweep`` task, or directly.
+    """
+    r = client()
+    report: Counter[str] = Counter()
+    _forget_dead_subscribers(r, report)
+    _drop_abandoned_observers(r, report)
+    _prune(r, keys.pattern("dep", "*"), "set", "dependencies", report)
+    _prune(r, keys.pattern("poll"), "zset", "polls", report)
+    removed = {name: count for name, count in report.items() if count}
+    if removed:
+        logger.info("Sweep removed %s", removed, extra={"swept": removed})
+    return {
+        name: report[name]
+        for name in (
+            "subscribers",
+            "subscriptions",
+            "observers",
+            "dependencies",
+            "polls",
+            "rescheduled",
+        )
+    }

@@ -1,0 +1,96 @@
+"""Queued flags, the evaluation lock and the dirty flag against the real Redis."""
+
+import pytest
+
+from reactive_celery.conf import lock_ttl_ms
+from reactive_celery.exceptions import ObserverBusy
+from reactive_celery.store import locks, observers, subscribers
+
+
+def test_contended_lock_marks_dirty_and_the_holder_runs_again(store_redis):
+    assert locks.begin("o1", "holder").acquired
+    assert not locks.begin("o1", "late").acquired
+    assert locks.finish("o1", "holder") == 1  # rerun, lock kept
+    assert not locks.begin("o1", "later").acquired
+    assert locks.finish("o1", "holder") == 1
+    assert locks.finish("o1", "holder") == 0
+    assert not store_redis.exists("rc:lock:o1")
+
+
+def test_release_with_a_foreign_token_changes_nothing(store_redis):
+    locks.begin("o1", "holder")
+    assert locks.finish("o1", "thief") == -1
+    assert store_redis.get("rc:lock:o1") == "holder"
+
+
+def test_a_contended_retry_does_not_mark_the_observer_dirty(store_redis):
+    assert locks.begin("o1", "holder").acquired
+    assert not locks.begin("o1", "retry", retry=True).acquired
+    assert locks.finish("o1", "holder") == 0  # no rerun
+
+
+def test_only_the_first_contended_task_schedules_a_retry(store_redis):
+    locks.begin("o1", "holder")
+    first = locks.begin("o1", "late")
+    assert first.retry_in_ms is not None and 0 < first.retry_in_ms <= lock_ttl_ms()
+    assert locks.begin("o1", "later").retry_in_ms is None
+
+
+def test_begin_clears_the_queued_flag_and_counts_starts(store_redis):
+    store_redis.set("rc:queued:o1", "1")
+    assert locks.begin("o1", "first").starts == 1
+    assert not store_redis.exists("rc:queued:o1")
+    locks.finish("o1", "first")
+    store_redis.set("rc:queued:o1", "1")
+    assert locks.begin("o1", "retry", retry=True).starts == 2  # no clean finish between
+    assert store_redis.exists("rc:queued:o1")  # a retry carries no change of its own
+    locks.clear_starts("o1")
+    assert not store_redis.exists("rc:starts:o1")
+
+
+def test_the_subscription_lock_waits_then_gives_up(store_redis, settings):
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "LOCK_WAIT": 0.05}
+    locks.begin("o1", "holder")
+    with pytest.raises(ObserverBusy), locks.observer_lock("o1"):
+        pass
+    locks.finish("o1", "holder")
+    with locks.observer_lock("o1") as held:
+        locks.begin("o1", "change")  # a change arrives while the subscription holds it
+    assert held.changed_meanwhile
+    assert not store_redis.exists("rc:lock:o1")
+
+
+def test_queue_dependents_queues_each_observer_once(store_redis):
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t1", "t2"], creator="")
+    observers.save("o2", spec="{}", items=[], meta={}, version=1, tables=["t2"], creator="")
+    found, queued = locks.queue_dependents({"t1", "t2"})
+    assert sorted(found) == ["o1", "o2"] and sorted(queued) == ["o1", "o2"]
+    assert locks.queue_dependents({"t2"})[1] == []
+    store_redis.delete("rc:queued:o1")  # its evaluate task started
+    assert locks.queue_dependents({"t1", "t3"}) == (["o1"], ["o1"])
+    assert locks.queue_dependents({"nothing"}) == ([], [])
+
+
+def test_every_key_has_a_lifetime(store_redis):
+    subscribers.register("sub12345", "chan", "")
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
+    subscribers.subscribe("o1", "sub12345")
+    locks.queue_dependents({"t"})
+    locks.begin("o1", "holder")
+    locks.begin("o1", "other")
+    for name in store_redis.keys("rc:*"):
+        assert store_redis.ttl(name) > 0, name
+
+
+def test_a_watched_observer_is_queued_for_any_table_until_unwatched(store_redis):
+    locks.watch("new", 30)
+    assert locks.queue_dependents({"any_table"}) == (["new"], ["new"])
+    store_redis.delete("rc:queued:new")  # its evaluate task started
+    locks.unwatch("new")
+    assert locks.queue_dependents({"any_table"}) == ([], [])
+
+
+def test_watch_entries_expire_by_themselves(store_redis):
+    store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
+    assert locks.queue_dependents({"any_table"}) == ([], [])
+    assert store_redis.zcard("rc:watch") == 0

@@ -1,0 +1,89 @@
+"""An observer's stored state against the real Redis: save, replay, drop."""
+
+from reactive_celery.store import observers, subscribers
+
+FIELDS = dict(spec="{}", items=[], meta={}, tables=["t"], creator="")
+
+
+def test_save_and_load_round_trip_with_dependency_entries(store_redis):
+    observers.save(
+        "o1",
+        spec='{"view": "v"}',
+        items=[{"id": 1}],
+        meta={"count": 1},
+        version=7,
+        tables=["t", "u"],
+        declared=["u"],
+        creator="3",
+    )
+    loaded = observers.load("o1")
+    assert (loaded.items, loaded.meta, loaded.version) == ([{"id": 1}], {"count": 1}, 7)
+    assert (loaded.tables, loaded.declared, loaded.creator) == (["t", "u"], ["u"], "3")
+    assert store_redis.smembers("rc:dep:u") == {"o1"}
+    observers.save("o1", **{**FIELDS, "version": 8, "old_tables": ["t", "u"]}, evaluated=True)
+    assert not store_redis.exists("rc:dep:u")
+    assert observers.load("o1").evaluations == 1
+    assert observers.load("missing") is None
+
+
+def test_replay_returns_the_diffs_after_a_version_and_none_beyond_the_buffer(store_redis, settings):
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "REPLAY_BUFFER": 3}
+    for version in range(11, 16):
+        change = {"msg": "added", "order": 0, "item": {}}
+        entry = {"version": version, "primary_key": "id", "changes": [change]}
+        observers.save("o1", **FIELDS, version=version, diff=entry)
+    assert store_redis.llen("rc:obs:o1:log") == 3
+    assert [e["version"] for e in observers.replay("o1", 12, 15)] == [13, 14, 15]
+    assert observers.replay("o1", 15, 15) == []
+    assert observers.replay("o1", 11, 15) is None  # 12 fell out of the buffer
+    assert observers.replay("o1", 16, 15) is None  # a version from the future
+    assert observers.replay("o1", -1, 15) is None
+
+
+def test_an_evaluation_does_not_bring_back_a_dropped_observer(store_redis):
+    fields = dict(FIELDS, version=1)
+    assert observers.save("o1", **fields) is True
+    observers.drop("o1")
+    assert observers.save("o1", **fields, must_exist=True) is False
+    assert store_redis.keys("rc:*") == []
+
+
+def test_drop_takes_the_observer_off_every_subscriber_and_table(store_redis):
+    observers.save("o1", **{**FIELDS, "tables": ["t", "u"]}, version=1)
+    for sid in ("sub-a-1234", "sub-b-1234"):
+        subscribers.register(sid, f"chan-{sid}", "")
+        subscribers.subscribe("o1", sid)
+    assert sorted(observers.drop("o1")) == ["sub-a-1234", "sub-b-1234"]
+    assert not store_redis.exists("rc:obs:o1", "rc:obs:o1:subs", "rc:dep:t", "rc:dep:u")
+    assert not subscribers.follows("sub-a-1234", "o1")
+
+
+def test_release_keeps_an_observer_others_follow_and_drops_it_after_the_last(store_redis):
+    observers.save("o1", **FIELDS, version=1)
+    subscribers.subscribe("o1", "sub-a-1234")
+    subscribers.subscribe("o1", "sub-b-1234")
+    assert observers.release("o1", "sub-a-1234") is None
+    assert subscribers.followers("o1") == {"sub-b-1234"}
+    assert observers.release("o1", "sub-b-1234") == []
+    assert observers.load("o1") is None
+
+
+def test_release_reads_again_when_a_subscriber_joins_meanwhile(store_redis):
+    observers.save("o1", **FIELDS, version=1)
+    subscribers.subscribe("o1", "sub-a-1234")
+    # A stale read: the script is handed no subscriber keys, finds one, and is retried.
+    script = store_redis.register_script(observers._RELEASE)
+    names = [
+        "rc:obs:o1",
+        "rc:obs:o1:subs",
+        "rc:obs:o1:log",
+        "rc:queued:o1",
+        "rc:dirty:o1",
+        "rc:starts:o1",
+        "rc:poll",
+        "rc:obs:o1:subs",
+        "rc:dep:t",
+    ]
+    assert script(keys=names, args=["o1", "", "1", 0, "t"]) == -1
+    assert observers.load("o1") is not None  # nothing was changed by the refused call
+    assert observers.drop("o1") == ["sub-a-1234"]

@@ -1,0 +1,45 @@
+"""Subscriber records against the real Redis: registration, reconnects, heartbeats."""
+
+import pytest
+
+from reactive_celery.exceptions import ForeignSubscriber
+from reactive_celery.store import observers, subscribers
+
+
+def test_subscriber_id_of_another_user_is_refused(store_redis):
+    subscribers.register("sub12345", "chan-a", "1")
+    with pytest.raises(ForeignSubscriber):
+        subscribers.register("sub12345", "chan-b", "2")
+    assert subscribers.get("sub12345").channel == "chan-a"
+
+
+def test_reconnect_keeps_subscriptions_and_old_socket_close_is_ignored(store_redis):
+    subscribers.register("sub12345", "chan-a", "1")
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="1")
+    subscribers.subscribe("o1", "sub12345")
+    assert subscribers.register("sub12345", "chan-b", "1") == ["o1"]
+    assert subscribers.remove("sub12345", "chan-a") == []
+    assert subscribers.follows("sub12345", "o1")
+    assert subscribers.remove("sub12345", "chan-b") == ["o1"]
+    assert store_redis.keys("rc:*") == []
+
+
+def test_heartbeat_renews_its_own_socket_only(store_redis):
+    subscribers.register("sub12345", "chan-a", "")
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
+    subscribers.subscribe("o1", "sub12345")
+    store_redis.expire("rc:dep:t", 2)
+    assert subscribers.heartbeat("sub12345", "chan-a") == ["o1"]
+    assert store_redis.ttl("rc:dep:t") > 2
+    assert subscribers.heartbeat("sub12345", "chan-other") is None
+    assert subscribers.heartbeat("gone1234", "chan-a") is None
+
+
+def test_counts_and_membership(store_redis):
+    for oid in ("o1", "o2"):
+        subscribers.subscribe(oid, "sub12345")
+    assert subscribers.count("sub12345") == 2
+    assert subscribers.follows("sub12345", "o2") and not subscribers.follows("sub12345", "o3")
+    assert subscribers.followers("o1") == {"sub12345"}
+    assert subscribers.unsubscribe("o1", "sub12345") is True  # its last subscriber left
+    assert subscribers.count("sub12345") == 1
