@@ -409,6 +409,83 @@ describe("reconnecting", () => {
   });
 });
 
+describe("handshake refused", () => {
+  // Browsers report a refused handshake (403 from the origin check, 404) exactly like an
+  // unreachable server: a close before open. Only the count of them in a row can tell.
+  test("sockets that never open reject the pending subscribes, once the attempts are used", async () => {
+    const env = setup({ handshakeAttempts: 3 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error);
+    let error = null;
+    env.client.subscribe("/api/a/").then(
+      () => assert.fail("resolved"),
+      (thrown) => (error = thrown),
+    );
+    for (let i = 0; i < 2; i++) {
+      env.ws().drop(1006);
+      env.clock.advance(10000);
+    }
+    await tick();
+    assert.deepEqual(seen, [], "two failures may still be a server that is starting");
+    env.ws().drop(1006);
+    await tick();
+    assert.ok(error instanceof ReactiveError, String(error));
+    assert.equal(error.code, "handshake_refused");
+    assert.match(error.message, /Origin.*ALLOWED_HOSTS/);
+    assert.deepEqual(seen.map((e) => e.code), ["handshake_refused"]);
+    assert.deepEqual(env.client.subscriptions, [], "the rejected subscription is forgotten");
+
+    // The client still reconnects: a server that comes up later is used.
+    assert.equal(env.client.state, "reconnecting");
+    env.clock.advance(10000);
+    env.ws().drop(1006);
+    assert.equal(seen.length, 1, "told once, not on every further attempt");
+    env.clock.advance(10000);
+    env.ws().open();
+    const { sub } = await subscribeTo(env, "/api/b/");
+    assert.deepEqual(ids(sub.items), [1, 2]);
+  });
+
+  test("a subscribe made after the refusal is rejected by the next failed attempt", async () => {
+    const env = setup({ handshakeAttempts: 1 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error.code);
+    env.ws().drop(1006);
+    assert.deepEqual(seen, ["handshake_refused"]);
+    let late = null;
+    env.client.subscribe("/api/a/").catch((error) => (late = error.code));
+    env.clock.advance(10000);
+    env.ws().drop(1006);
+    await tick();
+    assert.equal(late, "handshake_refused");
+    assert.deepEqual(seen, ["handshake_refused", "handshake_refused"]);
+  });
+
+  test("after the socket was open once, failed reconnects stay silent and subscribes wait", async () => {
+    const env = setup({ handshakeAttempts: 1 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error.code);
+    env.ws().open();
+    const { sub } = await subscribeTo(env, "/api/a/");
+    env.ws().drop(1006);
+    let settled = false;
+    const pending = env.client.subscribe("/api/b/").finally(() => (settled = true));
+    for (let i = 0; i < 5; i++) {
+      env.clock.advance(10000);
+      env.ws().drop(1006);
+    }
+    await tick();
+    assert.deepEqual(seen, []);
+    assert.equal(settled, false);
+    assert.equal(sub.closed, false);
+    env.clock.advance(10000);
+    env.ws().open();
+    const request = env.ws().sent.find((frame) => frame.url === "/api/b/");
+    env.ws().push(subscribed(request, { observer: OBS2, items: [row(9)] }));
+    assert.deepEqual(ids((await pending).items), [9]);
+  });
+});
+
 describe("keepalive", () => {
   test("pings every interval and drops a socket whose pong does not come", async () => {
     const env = setup({ pingInterval: 25000 });
