@@ -9,6 +9,7 @@
     nox -s "compat(django='4.2')"              # the suite on SQLite with Django 4.2 LTS
     nox -s bench -- --sockets 200 --rate 10    # the fan-out benchmark
     nox -s package                             # build, check, install and smoke-test wheel and npm
+    nox -s tutorial                            # docs/tutorial.md followed literally, end to end
     nox -s tests -- -k observe -x              # arguments after -- go to pytest
 
 The postgres cell uses REACTIVE_PG_HOST / REACTIVE_PG_PORT / REACTIVE_PG_USER /
@@ -336,3 +337,13 @@ def _check_npm_package(session: nox.Session, root: Path, npm: Path) -> None:
     (npm / "node_modules" / "package").rename(npm / "node_modules" / "reactive-celery")
     with session.chdir(npm):
         session.run("node", "--input-type=module", "-e", NODE_SMOKE, external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def tutorial(session: nox.Session) -> None:
+    """docs/tutorial.md, block by block, in a temporary directory (tests/tutorial/run_tutorial.py).
+
+    The tutorial makes its own virtual environment and installs this checkout
+    into it, so this session installs nothing. Needs redis-server on PATH.
+    """
+    session.run("python", "tests/tutorial/run_tutorial.py")
