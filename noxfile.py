@@ -9,6 +9,8 @@
     nox -s browser                             # the example project in Chromium, and run.py
     nox -s "compat(django='4.2')"              # the suite on SQLite with Django 4.2 LTS
     nox -s bench -- --sockets 200 --rate 10    # the fan-out benchmark
+    nox -s package                             # build, check, install and smoke-test wheel and npm
+    nox -s tutorial                            # docs/tutorial.md followed literally, end to end
     nox -s tests -- -k observe -x              # arguments after -- go to pytest
 
 The postgres cell uses REACTIVE_PG_HOST / REACTIVE_PG_PORT / REACTIVE_PG_USER /
@@ -19,9 +21,17 @@ is set: then it fails, so CI never passes on a suite that did not run.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tarfile
+import tempfile
+import textwrap
+import zipfile
+from pathlib import Path
 
 import nox
 
@@ -146,3 +156,210 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "tests.benchmarks.compare_dcrf", *session.posargs[1:])
         return
     session.run("python", "-m", "tests.benchmarks.fanout", *session.posargs)
+
+
+# What the built artifacts must hold: a missing one means a user gets a broken install.
+WHEEL_FILES = [
+    "reactive_celery/__init__.py",
+    "reactive_celery/py.typed",
+    "reactive_celery/static/reactive_celery/reactive.js",
+    "reactive_celery/static/reactive_celery/reactive.d.ts",
+    "reactive_celery/static/reactive_celery/react.js",
+    "reactive_celery/static/reactive_celery/vue.js",
+]
+NPM_FILES = {
+    "package.json",
+    "README.md",
+    "LICENSE",
+    *(
+        f"reactive_celery/static/reactive_celery/{name}"
+        for name in ("reactive.js", "reactive.d.ts", "react.js", "react.d.ts", "vue.js", "vue.d.ts")
+    ),
+}
+# The smoke test's project: the README's settings, reduced to what `check` reads.
+SMOKE_SETTINGS = """
+SECRET_KEY = "package-smoke-test"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "reactive_celery",
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+ROOT_URLCONF = "smokeproj.urls"
+STATIC_URL = "static/"
+ASGI_APPLICATION = "smokeproj.asgi.application"
+REDIS_URL = "redis://127.0.0.1:6379"
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL + "/2", "socket_timeout": None}]},
+    }
+}
+CELERY_BROKER_URL = REDIS_URL + "/1"
+REACTIVE_CELERY = {"REDIS_URL": REDIS_URL + "/0"}
+"""
+SMOKE_FILES = {
+    "smokeproj/__init__.py": "from .celery import app as celery_app\n",
+    "smokeproj/celery.py": (
+        "from celery import Celery\n"
+        "app = Celery('smokeproj')\n"
+        "app.config_from_object('django.conf:settings', namespace='CELERY')\n"
+    ),
+    "smokeproj/settings.py": SMOKE_SETTINGS,
+    "smokeproj/urls.py": (
+        "from django.urls import include, path\n"
+        "urlpatterns = [path('api/queryobserver/', include('reactive_celery.urls'))]\n"
+    ),
+    "smokeproj/asgi.py": (
+        "from django.core.asgi import get_asgi_application\n"
+        "django_asgi_app = get_asgi_application()\n"
+        "from channels.routing import ProtocolTypeRouter, URLRouter\n"
+        "from reactive_celery.routing import websocket_urlpatterns\n"
+        "application = ProtocolTypeRouter({'http': django_asgi_app, "
+        "'websocket': URLRouter(websocket_urlpatterns)})\n"
+    ),
+}
+# Run by the installed wheel's Python, outside the checkout, before any settings exist.
+SMOKE_IMPORT = """
+import importlib.resources, sys
+import reactive_celery
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("django", "celery"))
+assert not loaded, f"importing reactive_celery loaded {loaded}"
+assert reactive_celery.__version__ == sys.argv[1], (reactive_celery.__version__, sys.argv[1])
+assert "site-packages" in reactive_celery.__file__, reactive_celery.__file__
+static = importlib.resources.files("reactive_celery") / "static" / "reactive_celery"
+assert "export class ReactiveClient" in (static / "reactive.js").read_text()
+assert (importlib.resources.files("reactive_celery") / "py.typed").is_file()
+print("imported", reactive_celery.__file__, reactive_celery.__version__)
+"""
+NODE_SMOKE = """
+const { ReactiveClient, applyDiff } = await import("reactive-celery");
+if (typeof ReactiveClient !== "function" || typeof applyDiff !== "function") {
+  throw new Error("missing exports");
+}
+for (const name of ["reactive-celery/react", "reactive-celery/vue"]) {
+  const url = import.meta.resolve(name);
+  if (!url.includes("/node_modules/reactive-celery/")) throw new Error(name + " -> " + url);
+}
+console.log("npm package imports:", Object.keys(await import("reactive-celery")).join(", "));
+"""
+
+
+def _members_of_sdist(path: Path) -> set[str]:
+    with tarfile.open(path) as archive:
+        # Every member sits under "<name>-<version>/".
+        return {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist, the wheel and the npm tarball, check them, install and smoke-test them.
+
+    The wheel goes into a fresh virtual environment outside the checkout; there
+    the package must import before Django is configured and a tiny project
+    with reactive_celery in INSTALLED_APPS must pass ``django-admin check``.
+    Needs node/npm on PATH for the npm part.
+    """
+    session.install("build>=1.2", "twine>=5.1")
+    root = Path(__file__).resolve().parent
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    session.run("python", "-c", f"import shutil; shutil.rmtree({str(dist)!r}, ignore_errors=True)")
+    session.run("python", "-m", "build", "--outdir", str(dist), str(root))
+    artifacts = sorted(str(path) for path in dist.iterdir())
+    session.run("twine", "check", "--strict", *artifacts)
+
+    [wheel] = dist.glob("*.whl")
+    [sdist] = dist.glob("*.tar.gz")
+    version = wheel.name.split("-")[1]
+    npm_version = json.loads((root / "package.json").read_text())["version"]
+    if npm_version != version:
+        session.error(f"package.json says {npm_version}, the wheel {version}: keep them equal")
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = [name for name in WHEEL_FILES if name not in names]
+    if missing:
+        session.error(f"{wheel.name} lacks {missing}")
+    if any(name.startswith(("tests/", "example_project/")) for name in names):
+        session.error(f"{wheel.name} ships tests or the example project")
+
+    # All of tests/ or none: the sdist ships every tracked test file, and nothing git ignores.
+    shipped = _members_of_sdist(sdist)
+    tracked = subprocess.run(
+        ["git", "ls-files", "tests", "example_project", "reactive_celery"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    absent = sorted(set(tracked) - shipped)
+    if absent:
+        session.error(f"{sdist.name} lacks tracked files: {absent[:20]}")
+    stray = sorted(name for name in shipped if name.endswith((".sqlite3", ".pyc")))
+    if stray:
+        session.error(f"{sdist.name} ships generated files: {stray}")
+    session.log(f"{sdist.name}: {len(shipped)} files, every tracked test among them")
+
+    venv = tmp / "venv"
+    session.run("python", "-m", "venv", "--clear", str(venv))
+    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    python = str(bin_dir / "python")
+    session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
+    project = tmp / "smoke"
+    for name, text in SMOKE_FILES.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(textwrap.dedent(text))
+    # Outside the checkout, with a bare environment: only the installed wheel can be imported.
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": "", "HOME": str(tmp)}
+    with session.chdir(project):
+        session.run(python, "-c", SMOKE_IMPORT, version, env=env, external=True)
+        session.run(
+            str(bin_dir / "django-admin"),
+            "check",
+            "--settings=smokeproj.settings",
+            "--pythonpath=.",
+            "--fail-level=WARNING",
+            env=env,
+            external=True,
+        )
+
+    # The npm tarball: the files Django serves, and the exports resolve once installed.
+    # Outside the checkout: under it, Node resolves "reactive-celery" to the checkout itself
+    # (a package may import its own name), and a broken tarball would pass.
+    npm = Path(tempfile.mkdtemp(prefix="reactive-npm-"))
+    try:
+        _check_npm_package(session, root, npm)
+    finally:
+        shutil.rmtree(npm, ignore_errors=True)
+
+
+def _check_npm_package(session: nox.Session, root: Path, npm: Path) -> None:
+    (npm / "node_modules").mkdir()
+    session.run("npm", "pack", "--pack-destination", str(npm), str(root), external=True)
+    [tarball] = npm.glob("reactive-celery-*.tgz")
+    with tarfile.open(tarball) as archive:
+        packed = {name.removeprefix("package/") for name in archive.getnames()}
+        # The "data" filter refuses links and paths out of the target (Python 3.11.4+).
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(npm / "node_modules", **safe)
+    if packed != NPM_FILES:
+        session.error(
+            f"{tarball.name}: missing {sorted(NPM_FILES - packed)}, "
+            f"unexpected {sorted(packed - NPM_FILES)}"
+        )
+    (npm / "node_modules" / "package").rename(npm / "node_modules" / "reactive-celery")
+    with session.chdir(npm):
+        session.run("node", "--input-type=module", "-e", NODE_SMOKE, external=True)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def tutorial(session: nox.Session) -> None:
+    """docs/tutorial.md, block by block, in a temporary directory (tests/tutorial/run_tutorial.py).
+
+    The tutorial makes its own virtual environment and installs this checkout
+    into it, so this session installs nothing. Needs redis-server on PATH.
+    """
+    session.run("python", "tests/tutorial/run_tutorial.py")

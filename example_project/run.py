@@ -6,13 +6,17 @@
 2. Migrates the SQLite database and loads the demo accounts and sample tasks.
 3. Starts the processes of ``Procfile`` with honcho: the ASGI server (uvicorn),
    one Celery worker and ``celery beat``; ``--changes RATE`` adds ``make_changes``.
-4. On Ctrl-C or SIGTERM, honcho stops them (SIGTERM to each process group,
-   then SIGKILL after 5 s), and Redis is stopped last, when this process exits.
+4. On Ctrl-C, SIGTERM or SIGHUP (the terminal closed), honcho stops them
+   (SIGTERM to each process group, then SIGKILL after 5 s), and Redis is
+   stopped last, when this process exits.
+
+A port already in use stops it before anything starts, with a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
@@ -42,6 +46,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--changes", type=float, metavar="RATE", help="also run make_changes at RATE changes/s"
     )
     return parser.parse_args(argv)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the web server could not listen on host:port, or None when it can."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            # As uvicorn binds: a port held only by closed connections (TIME_WAIT) is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (
+                f"port {port} on {host} is already in use (another demo still running?); "
+                f"stop it or pick another port with --port"
+            )
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def detach_from_terminal() -> None:
+    """After a hangup the terminal is gone and every write to it fails with EIO.
+
+    Output goes to /dev/null from here on, so that honcho can still print its
+    shutdown lines and stop every process instead of dying on the first one.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def start_redis() -> str:
@@ -82,15 +118,28 @@ def announce_when_listening(host: str, port: int, env: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before Redis and the database: a taken port would otherwise make uvicorn exit
+    # while the URL printed below pointed at whatever holds the port.
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"run.py: {problem}", file=sys.stderr)
+        return 1
     try:
         from honcho.environ import parse_procfile
         from honcho.manager import Manager
     except ImportError:
         print("run.py needs honcho: pip install -e '.[demo]' (or pip install honcho)")
         return 1
-    # Until honcho takes over the signals, turn SIGTERM into a normal exit so
-    # that atexit stops Redis and subprocess.run kills a running child.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    # Until honcho takes over the signals, turn SIGTERM and SIGHUP into a normal exit
+    # so that atexit stops Redis and subprocess.run kills a running child.
+    def exit_on_signal(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            detach_from_terminal()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGHUP, exit_on_signal)
     redis_url = start_redis()
     env = {
         **os.environ,
@@ -124,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=announce_when_listening, args=(args.host, args.port, shared_env), daemon=True
     ).start()
+
+    # honcho handles SIGINT and SIGTERM only. The processes it starts have sessions of
+    # their own, so a closing terminal hangs up this process alone: stop them as SIGTERM would.
+    def hang_up(signum: int, frame: object) -> None:
+        detach_from_terminal()
+        if manager.returncode is None:
+            manager.returncode = 128 + signum
+        manager.terminate()
+
+    signal.signal(signal.SIGHUP, hang_up)
     try:
         manager.loop()
     finally:

@@ -223,3 +223,36 @@ def test_screenshot_of_the_live_board(app, new_page):
     assert path.stat().st_size > 10_000
     if os.environ.get("REACTIVE_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(path, ROOT / "docs" / "screenshot.png")
+
+
+def test_page_fits_a_phone_and_explains_itself(app, new_page):
+    # A user of their own: nobody else's test gives them tasks, so their list starts empty.
+    name = f"carol{secrets.token_hex(3)}"
+    script = (
+        "import json; from django.contrib.auth.models import User; "
+        f"u = User.objects.create_user({name!r}, password='demo', is_staff=True); print(u.pk)"
+    )
+    pk = int(app.manage("shell", "-c", script).splitlines()[-1])
+    page = open_board(new_page(name, viewport={"width": 360, "height": 740}))
+
+    # No sideways scroll on a 360 px phone, and the header stays inside the screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.locator("header").bounding_box()["width"] <= 360
+    for selector in ("header nav", "#connection", ".toolbar", "#server-status"):
+        box = page.locator(selector).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 360, (selector, box)
+
+    # An empty list says so, and stops saying so when a task arrives.
+    empty = page.locator("#mine-empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("You own no tasks")
+    created = create(app, unique("Carol's first task"), owner=pk)
+    expect(task(page, "mine", created)).to_have_count(1)
+    expect(empty).to_be_hidden()
+
+    # A refused write reads as a sentence, not as the API's JSON.
+    page.fill("#add-task input[name=title]", "   ")
+    page.click("#add-task button")
+    problem = page.locator("#problem")
+    expect(problem).to_have_text("Adding the task failed: title: This field may not be blank.")
+    assert "{" not in problem.inner_text()

@@ -2,7 +2,8 @@
 
 Started as a user would start it (its own process group, a private Redis, a
 fresh SQLite file), it must serve the page, push changes and polls over a
-WebSocket, and leave no process behind when stopped by Ctrl-C or SIGTERM.
+WebSocket, and leave no process behind when stopped by Ctrl-C, SIGTERM or its
+terminal closing (SIGHUP, through a real pseudo-terminal).
 The test records run.py's process tree from ``/proc`` while it runs; after
 the stop none of those processes, nothing in their process groups or
 sessions, and nothing carrying a marker from their environment may be left.
@@ -10,12 +11,18 @@ sessions, and nothing carrying a marker from their environment may be left.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import secrets
+import select
 import signal
+import socket as sockets
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -122,11 +129,73 @@ def next_diff(socket, observer: str, timeout: float = 20) -> dict:
         assert frame.get("type") != "error", frame
 
 
+class Terminal:
+    """A pseudo-terminal that becomes the controlling terminal of the process it starts.
+
+    Its output is copied to ``log`` by a thread. ``hang_up()`` closes the master side,
+    as a terminal emulator does when its window closes: the kernel sends SIGHUP to the
+    session leader, and every later write to the terminal fails.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self.master, self.slave = pty.openpty()
+        self._log = log
+        self._open = True
+        self._reader = threading.Thread(target=self._copy, daemon=True)
+
+    def popen(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            start_new_session=True,
+            # After setsid(): adopt the terminal as a shell's job would have it.
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(self.slave)
+        self._reader.start()
+        return process
+
+    def _copy(self) -> None:
+        with open(self._log, "ab") as out:
+            while self._open:
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: every slave fd closed
+                    return
+                if not data:
+                    return
+                out.write(data)
+                out.flush()
+
+    def hang_up(self) -> None:
+        self._open = False
+        self._reader.join(5)
+        os.close(self.master)
+
+
+def demo_env(token: str) -> dict[str, str]:
+    # The test run's own Redis and settings stay out: run.py starts and stops its own.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH")
+    }
+    env[MARKER] = token
+    return env
+
+
 @pytest.mark.parametrize(
     "stop",
     [
         pytest.param("ctrl-c", id="ctrl-c"),  # SIGINT to the whole foreground process group
         pytest.param("sigterm", id="sigterm"),  # SIGTERM to run.py alone, as a service manager
+        pytest.param("sighup", id="terminal-closed"),  # the terminal's window is closed
     ],
 )
 def test_demo_command_serves_pushes_and_stops_everything(tmp_path, stop):
@@ -136,13 +205,7 @@ def test_demo_command_serves_pushes_and_stops_everything(tmp_path, stop):
     token = secrets.token_hex(8)
     seen: dict[int, dict] = {}
     port = free_port()
-    # The test run's own Redis and settings stay out: run.py starts and stops its own.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH")
-    }
-    env[MARKER] = token
+    env = demo_env(token)
     log = tmp_path / "run.log"
     command = [
         sys.executable,
@@ -152,10 +215,14 @@ def test_demo_command_serves_pushes_and_stops_everything(tmp_path, stop):
         "--database",
         str(tmp_path / "db.sqlite3"),
     ]
-    with open(log, "wb") as out:
-        demo = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    terminal = Terminal(log) if stop == "sighup" else None
+    if terminal:
+        demo = terminal.popen(command, env)
+    else:
+        with open(log, "wb") as out:
+            demo = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
     try:
         url = f"http://127.0.0.1:{port}"
         assert "Task board" in wait_for_page(f"{url}/", demo, log, seen)
@@ -189,17 +256,50 @@ def test_demo_command_serves_pushes_and_stops_everything(tmp_path, stop):
 
         if stop == "ctrl-c":
             os.killpg(demo.pid, signal.SIGINT)
-        else:
+        elif stop == "sigterm":
             demo.send_signal(signal.SIGTERM)
+        else:
+            terminal.hang_up()
         returncode = demo.wait(timeout=60)
-        output = log.read_text()
-        assert returncode == (130 if stop == "ctrl-c" else 143), output[-4000:]
+        output = log.read_text(errors="replace")
+        expected = {"ctrl-c": 130, "sigterm": 143, "sighup": 129}[stop]
+        assert returncode == expected, output[-4000:]
+        # Beat polled at least once (the status diff above), but the console stays readable:
+        # neither beat's "Sending due task" nor the worker's "received" lines for it show.
+        assert "Sending due task reactive_celery.poll" not in output, output[-4000:]
+        assert "reactive_celery.poll[" not in output, output[-4000:]
         left = left_over(seen, token)
         assert not left, f"run.py left processes running: {left}\n{output[-4000:]}"
     finally:
+        if terminal and terminal._open:
+            terminal.hang_up()
         if demo.poll() is None:  # the test failed before the stop: clean up after it
             seen.update(descendants(demo.pid))
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait(10)
         for pid in left_over(seen, token):  # only what this test's run.py started
             os.kill(pid, signal.SIGKILL)
+
+
+def test_demo_command_refuses_a_taken_port_before_starting_anything(tmp_path):
+    token = secrets.token_hex(8)
+    db = tmp_path / "db.sqlite3"
+    with sockets.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        demo = subprocess.run(
+            [sys.executable, str(EXAMPLE / "run.py"), "--port", str(port), "--database", str(db)],
+            env=demo_env(token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert demo.returncode == 1, demo
+    assert demo.stdout == "", demo.stdout
+    assert demo.stderr.splitlines() == [
+        f"run.py: port {port} on 127.0.0.1 is already in use (another demo still running?); "
+        "stop it or pick another port with --port"
+    ]
+    assert not left_over({}, token), "run.py started something although the port was taken"
+    assert not db.exists(), "run.py migrated a database although the port was taken"

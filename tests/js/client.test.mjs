@@ -4,88 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { ReactiveClient, ReactiveError } from "../../reactive_celery/static/reactive_celery/reactive.js";
-
-/** Timers that run only when the test advances the clock. */
-class FakeClock {
-  constructor() {
-    this.now = 0;
-    this.timers = new Map();
-    this.nextId = 1;
-    this.setTimeout = (fn, ms) => {
-      const id = this.nextId++;
-      this.timers.set(id, { fn, at: this.now + ms, ms });
-      return id;
-    };
-    this.clearTimeout = (id) => this.timers.delete(id);
-  }
-
-  /** Delays of the timers now waiting, in the order they were set. */
-  get waiting() {
-    return [...this.timers.values()].map((timer) => timer.ms);
-  }
-
-  advance(ms) {
-    const target = this.now + ms;
-    for (;;) {
-      const due = [...this.timers].filter(([, t]) => t.at <= target).sort((a, b) => a[1].at - b[1].at);
-      if (!due.length) break;
-      const [id, timer] = due[0];
-      this.timers.delete(id);
-      this.now = timer.at;
-      timer.fn();
-    }
-    this.now = target;
-  }
-}
-
-/** A client wired to fake sockets; `ws()` is the newest socket. */
-function setup(options = {}) {
-  const sockets = [];
-  class FakeSocket {
-    constructor(url) {
-      this.url = url;
-      this.sent = [];
-      this.readyState = 0;
-      this.closedWith = undefined;
-      sockets.push(this);
-    }
-    send(data) {
-      if (this.readyState !== 1) throw new Error("send on a socket that is not open");
-      this.sent.push(JSON.parse(data));
-    }
-    close(code) {
-      this.closedWith = code ?? null;
-      this.readyState = 3;
-    }
-    // Test controls.
-    open() {
-      this.readyState = 1;
-      this.onopen?.({});
-    }
-    push(frame) {
-      this.onmessage?.({ data: JSON.stringify(frame) });
-    }
-    drop(code = 1006) {
-      this.readyState = 3;
-      this.onclose?.({ code });
-    }
-    last(type) {
-      return this.sent.filter((frame) => !type || frame.type === type).at(-1);
-    }
-  }
-  const clock = new FakeClock();
-  const states = [];
-  const client = new ReactiveClient("ws://test/ws/reactive/", {
-    WebSocket: FakeSocket,
-    setTimeout: clock.setTimeout,
-    clearTimeout: clock.clearTimeout,
-    random: () => 0.5,
-    pingInterval: 0,
-    ...options,
-  });
-  client.onStateChange = (state) => states.push(state);
-  return { client, clock, sockets, states, ws: () => sockets.at(-1) };
-}
+import { setup } from "./support.mjs";
 
 const OBS = "a".repeat(64);
 const OBS2 = "b".repeat(64);
@@ -406,6 +325,83 @@ describe("reconnecting", () => {
     assert.equal(env.sockets.length, 1);
     assert.deepEqual(env.states, ["open", "closed"]);
     await assert.rejects(env.client.subscribe("/api/c/"), { code: "closed" });
+  });
+});
+
+describe("handshake refused", () => {
+  // Browsers report a refused handshake (403 from the origin check, 404) exactly like an
+  // unreachable server: a close before open. Only the count of them in a row can tell.
+  test("sockets that never open reject the pending subscribes, once the attempts are used", async () => {
+    const env = setup({ handshakeAttempts: 3 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error);
+    let error = null;
+    env.client.subscribe("/api/a/").then(
+      () => assert.fail("resolved"),
+      (thrown) => (error = thrown),
+    );
+    for (let i = 0; i < 2; i++) {
+      env.ws().drop(1006);
+      env.clock.advance(10000);
+    }
+    await tick();
+    assert.deepEqual(seen, [], "two failures may still be a server that is starting");
+    env.ws().drop(1006);
+    await tick();
+    assert.ok(error instanceof ReactiveError, String(error));
+    assert.equal(error.code, "handshake_refused");
+    assert.match(error.message, /Origin.*ALLOWED_HOSTS/);
+    assert.deepEqual(seen.map((e) => e.code), ["handshake_refused"]);
+    assert.deepEqual(env.client.subscriptions, [], "the rejected subscription is forgotten");
+
+    // The client still reconnects: a server that comes up later is used.
+    assert.equal(env.client.state, "reconnecting");
+    env.clock.advance(10000);
+    env.ws().drop(1006);
+    assert.equal(seen.length, 1, "told once, not on every further attempt");
+    env.clock.advance(10000);
+    env.ws().open();
+    const { sub } = await subscribeTo(env, "/api/b/");
+    assert.deepEqual(ids(sub.items), [1, 2]);
+  });
+
+  test("a subscribe made after the refusal is rejected by the next failed attempt", async () => {
+    const env = setup({ handshakeAttempts: 1 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error.code);
+    env.ws().drop(1006);
+    assert.deepEqual(seen, ["handshake_refused"]);
+    let late = null;
+    env.client.subscribe("/api/a/").catch((error) => (late = error.code));
+    env.clock.advance(10000);
+    env.ws().drop(1006);
+    await tick();
+    assert.equal(late, "handshake_refused");
+    assert.deepEqual(seen, ["handshake_refused", "handshake_refused"]);
+  });
+
+  test("after the socket was open once, failed reconnects stay silent and subscribes wait", async () => {
+    const env = setup({ handshakeAttempts: 1 });
+    const seen = [];
+    env.client.onError = (error) => seen.push(error.code);
+    env.ws().open();
+    const { sub } = await subscribeTo(env, "/api/a/");
+    env.ws().drop(1006);
+    let settled = false;
+    const pending = env.client.subscribe("/api/b/").finally(() => (settled = true));
+    for (let i = 0; i < 5; i++) {
+      env.clock.advance(10000);
+      env.ws().drop(1006);
+    }
+    await tick();
+    assert.deepEqual(seen, []);
+    assert.equal(settled, false);
+    assert.equal(sub.closed, false);
+    env.clock.advance(10000);
+    env.ws().open();
+    const request = env.ws().sent.find((frame) => frame.url === "/api/b/");
+    env.ws().push(subscribed(request, { observer: OBS2, items: [row(9)] }));
+    assert.deepEqual(ids((await pending).items), [9]);
   });
 });
 

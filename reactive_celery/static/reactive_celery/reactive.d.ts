@@ -28,8 +28,12 @@ export type RequestErrorCode =
 /** Codes of `error` frames that end a subscription (`observer`). */
 export type ObserverErrorCode = "forbidden" | "gone" | "timeout" | "error" | "crashed";
 
-/** Codes the client itself uses: "closed" (client closed), "bad_diff" (a diff that does not apply). */
-export type ClientErrorCode = "closed" | "bad_diff";
+/**
+ * Codes the client itself uses: "closed" (client closed), "bad_diff" (a diff that does not
+ * apply), "handshake_refused" (the socket closed before it ever opened, `handshakeAttempts`
+ * times in a row: see ReactiveClientOptions).
+ */
+export type ClientErrorCode = "closed" | "bad_diff" | "handshake_refused";
 
 export type ErrorCode = RequestErrorCode | ObserverErrorCode | ClientErrorCode;
 
@@ -160,6 +164,12 @@ export interface ReactiveClientOptions {
   maxDelay?: number;
   /** Keepalive ping interval, ms (25000); 0 turns it off. No frame at all between two pings drops the socket. */
   pingInterval?: number;
+  /**
+   * Sockets in a row that may close before opening, before the client has ever been open,
+   * until pending subscribes reject with "handshake_refused" and onError is told (3).
+   * The client keeps reconnecting afterwards.
+   */
+  handshakeAttempts?: number;
 }
 
 export declare class ReactiveClient {
@@ -171,7 +181,7 @@ export declare class ReactiveClient {
   /** Live subscriptions, in the order they were made. */
   readonly subscriptions: Subscription[];
   onStateChange: ((state: ConnectionState) => void) | null;
-  /** Errors that match no request and no subscription. */
+  /** Errors that match no request and no subscription, and "handshake_refused". */
   onError: ((error: ReactiveError) => void) | null;
   /** Add a state listener; returns a function that removes it. */
   addStateListener(listener: (state: ConnectionState) => void): () => void;

@@ -171,7 +171,7 @@ export class ReactiveClient {
   /**
    * Open the socket at once. Options: WebSocket, setTimeout, clearTimeout,
    * random (for tests), location, minDelay (500 ms), maxDelay (10000 ms),
-   * pingInterval (25000 ms; 0 turns the keepalive off).
+   * pingInterval (25000 ms; 0 turns the keepalive off), handshakeAttempts (3).
    */
   constructor(url, options = {}) {
     this.url = resolveSocketUrl(url, "location" in options ? options.location : globalThis.location);
@@ -187,6 +187,7 @@ export class ReactiveClient {
       random: options.random || Math.random,
     };
     this._pingInterval = options.pingInterval ?? 25000;
+    this._handshakeAttempts = options.handshakeAttempts ?? 3;
     /** Called with the new state: "connecting" | "open" | "reconnecting" | "closed". */
     this.onStateChange = null;
     /** Called with errors that belong to no request or subscription. */
@@ -204,6 +205,8 @@ export class ReactiveClient {
     this._pingTimer = null;
     this._pingId = null; // id of the last ping: its answer is swallowed
     this._heard = false; // a frame arrived since the last ping
+    this._everOpened = false;
+    this._refusals = 0; // sockets in a row that closed before they opened, before the first open
     this._connect();
   }
 
@@ -285,6 +288,8 @@ export class ReactiveClient {
 
   _handleOpen() {
     this._open = true;
+    this._everOpened = true;
+    this._refusals = 0;
     this._heard = true;
     this._setState("open");
     this._startPing();
@@ -293,6 +298,7 @@ export class ReactiveClient {
   }
 
   _handleClose() {
+    const opened = this._open;
     this._ws = null;
     this._open = false;
     this._stopPing();
@@ -306,11 +312,50 @@ export class ReactiveClient {
     }
     if (this._state === "closed") return;
     this._setState("reconnecting");
+    if (!opened && !this._everOpened) this._refused();
     const delay = backoffDelay(this._attempt++, this._backoff);
     this._reconnectTimer = this._setTimeout(() => {
       this._reconnectTimer = null;
       if (this._state !== "closed") this._connect();
     }, delay);
+  }
+
+  /**
+   * A socket closed before it ever opened. Browsers hide why (a 403 from the origin check,
+   * a 404, no server: all close with 1006), so after `handshakeAttempts` in a row the
+   * pending subscribes reject with "handshake_refused" and onError hears it once; the
+   * client keeps reconnecting with backoff, because a server that was starting still may.
+   */
+  _refused() {
+    this._refusals += 1;
+    if (this._refusals < this._handshakeAttempts) return;
+    const error = new ReactiveError(
+      "handshake_refused",
+      `The WebSocket ${this.url} closed before it opened, ${this._refusals} times in a row: ` +
+        "the server refused the handshake (an Origin header that does not match ALLOWED_HOSTS " +
+        "gets a bare HTTP 403; a wrong URL a 404) or cannot be reached.",
+    );
+    let rejected = false;
+    for (const sub of [...this._subs]) {
+      if (!sub._ready) continue;
+      this._forget(sub);
+      sub.closed = true;
+      sub.error = error;
+      sub._closing = Promise.resolve();
+      sub._ready.reject(error);
+      sub._ready = null;
+      rejected = true;
+    }
+    if (this._refusals === this._handshakeAttempts || rejected) this._reportError(error);
+  }
+
+  _reportError(error) {
+    if (!this.onError) return;
+    try {
+      this.onError(error);
+    } catch (thrown) {
+      report(thrown);
+    }
   }
 
   /** Give up on a socket that stopped answering, without waiting for its close event. */
@@ -522,13 +567,7 @@ export class ReactiveClient {
       if (subs) for (const sub of [...subs]) this._end(sub, error);
       return;
     }
-    if (this.onError) {
-      try {
-        this.onError(error);
-      } catch (thrown) {
-        report(thrown);
-      }
-    }
+    this._reportError(error);
   }
 
   _subscribeFailed(sub, error) {

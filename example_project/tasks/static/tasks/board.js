@@ -75,6 +75,8 @@ function taskList(listId, countId) {
       }),
     );
     $(countId).textContent = tasks.length;
+    const empty = $(`${listId}-empty`);
+    if (empty) empty.hidden = tasks.length > 0;
   };
 }
 
@@ -137,12 +139,37 @@ async function api(method, url, body) {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (error) {
-    showProblem(`${method} ${url}: ${error.message}`);
+    showProblem(`${ACTIONS[method] || "The request"} failed: the server cannot be reached (${error.message}).`);
     return false;
   }
-  if (!response.ok) showProblem(`${method} ${url}: ${response.status} ${await response.text()}`);
+  if (!response.ok) showProblem(await describeFailure(method, response));
   else showProblem("");
   return response.ok;
+}
+
+const ACTIONS = { POST: "Adding the task", PATCH: "Changing the task", DELETE: "Deleting the task" };
+
+/**
+ * A refused write in words: DRF answers {"detail": "..."} or {"field": ["..."]};
+ * anything else (an HTML error page, an empty body) is summed up by its status.
+ */
+async function describeFailure(method, response) {
+  const action = ACTIONS[method] || "The request";
+  const text = await response.text();
+  let reasons = [];
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body === "object") {
+      reasons = Object.entries(body).map(([field, value]) => {
+        const message = [].concat(value).join(" ");
+        return field === "detail" || field === "non_field_errors" ? message : `${field}: ${message}`;
+      });
+    }
+  } catch {
+    // not JSON: fall back to the status below
+  }
+  if (!reasons.length) reasons = [`the server answered ${response.status} ${response.statusText}`.trim()];
+  return `${action} failed: ${reasons.join("; ")}`;
 }
 
 $("add-task").addEventListener("submit", async (event) => {
