@@ -105,7 +105,7 @@ def test_subscribe_runs_the_view_as_the_sessions_user(
         ("{not json", "bad_json"),
         ("[1, 2]", "bad_message"),
         ('"subscribe"', "bad_message"),
-        ('{"id": 1}', "bad_message"),
+        ("{}", "bad_message"),
         ('{"type": 7}', "bad_message"),
         ('{"type": "ping", "id": true}', "bad_message"),
         ('{"type": "ping", "id": [1]}', "bad_message"),
