@@ -16,7 +16,8 @@ class ReactiveCeleryConfig(AppConfig):
     def ready(self) -> None:
         """Called once Django's apps are loaded."""
         # Importing the task modules registers their tasks with Celery.
-        from . import beat, checks, signals, tasks  # noqa: F401
+        from . import beat, checks, identity, signals, tasks  # noqa: F401
 
         signals.connect()
+        identity.connect()
         beat.install()

@@ -46,20 +46,27 @@ def send(
     group_sends: Iterable[tuple[str, dict[str, Any]]] = (),
     group_adds: Iterable[tuple[str, str]] = (),
     group_discards: Iterable[tuple[str, str]] = (),
+    channel_sends: Iterable[tuple[str, dict[str, Any]]] = (),
 ) -> None:
-    """Run every channel-layer operation of one step in one event-loop call."""
+    """Run every channel-layer operation of one step in one event-loop call.
+
+    Order: discards, messages to single channels, group messages, adds.
+    """
     channel_layer = layer()
     adds, sends, discards = list(group_adds), list(group_sends), list(group_discards)
+    direct = list(channel_sends)
 
     async def run() -> None:
         for group, channel in discards:
             await channel_layer.group_discard(group, channel)
+        for channel, message in direct:
+            await channel_layer.send(channel, message)
         for group, message in sends:
             await channel_layer.group_send(group, message)
         for group, channel in adds:
             await channel_layer.group_add(group, channel)
 
-    if not (adds or sends or discards):
+    if not (adds or sends or discards or direct):
         return
     # The version is already stored: a lost push would leave clients silently behind.
     for attempt in range(SEND_ATTEMPTS):

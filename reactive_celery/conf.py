@@ -50,8 +50,15 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUBSCRIPTIONS": 100,
     # Largest client frame accepted, in bytes.
     "MAX_FRAME_BYTES": 65536,
-    # Subscribe requests one socket may make per second (burst of the same size).
+    # Subscribe requests one subscriber may make per second, over HTTP or its socket.
     "SUBSCRIBE_RATE": 20,
+    # Frames of any kind one batched socket may send per second (burst of the same size).
+    "FRAME_RATE": 50,
+    # Sockets open at once per signed-in user, and per client address.
+    "MAX_SOCKETS_PER_USER": 50,
+    "MAX_SOCKETS_PER_ADDRESS": 200,
+    # Distinct observers the live sockets of one user (signed out: one address) may follow.
+    "MAX_OBSERVERS_PER_USER": 500,
     # Seconds between beat's sweeps of expired subscribers and abandoned observers.
     "SWEEP_INTERVAL": 30,
 }
@@ -68,7 +75,22 @@ _POSITIVE_NUMBERS = (
     "MAX_SUBSCRIPTIONS",
     "MAX_FRAME_BYTES",
     "SUBSCRIBE_RATE",
+    "FRAME_RATE",
+    "MAX_SOCKETS_PER_USER",
+    "MAX_SOCKETS_PER_ADDRESS",
+    "MAX_OBSERVERS_PER_USER",
     "SWEEP_INTERVAL",
+)
+
+
+#: Limits that count whole things: below 1 they would refuse everything.
+_COUNTS = (
+    "MAX_SUBSCRIPTIONS",
+    "SUBSCRIBE_RATE",
+    "FRAME_RATE",
+    "MAX_SOCKETS_PER_USER",
+    "MAX_SOCKETS_PER_ADDRESS",
+    "MAX_OBSERVERS_PER_USER",
 )
 
 
@@ -94,6 +116,12 @@ class ReactiveSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(
                     f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}."
+                )
+        for key in _COUNTS:
+            if values[key] < 1:
+                raise ConfigurationError(
+                    f"REACTIVE_CELERY['{key}'] counts requests or sockets and must be at "
+                    f"least 1, got {values[key]!r}."
                 )
         if values["HEARTBEAT_INTERVAL"] >= values["SUBSCRIBER_TTL"]:
             raise ConfigurationError(

@@ -7,6 +7,7 @@ beside them, and the tables the view read.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, QueryDict
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -27,6 +29,7 @@ __all__ = [
     "GetRequest",
     "Result",
     "evaluate_spec",
+    "permitted",
     "result_from_response",
     "view_path",
 ]
@@ -122,20 +125,17 @@ def _user(pk: str | None) -> AbstractBaseUser | AnonymousUser:
     return user
 
 
-def _unthrottled(func: Any) -> Any:
+def _as_view(func: Any, *, permissions: bool) -> Any:
     # Evaluations are the server's own work: they must not spend (or be refused by)
     # the user's request quota, and anonymous ones all share one REMOTE_ADDR.
     initkwargs = {**getattr(func, "initkwargs", {}), "throttle_classes": ()}
+    if not permissions:
+        initkwargs["permission_classes"] = ()
     actions = getattr(func, "actions", None)
     return func.cls.as_view(actions, **initkwargs) if actions else func.cls.as_view(**initkwargs)
 
 
-def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
-    """Repeat the observed call as ``run_as`` and return its result.
-
-    Permissions and querysets are applied anew each time, exactly as for the
-    original request.
-    """
+def _resolve(spec: ObserverSpec) -> ResolverMatch:
     try:
         match = resolve(spec.path)
     except Resolver404:
@@ -143,10 +143,24 @@ def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
     cls = getattr(match.func, "cls", None)
     if cls is None or view_path(cls) != spec.view:
         raise ObserverGone(f"{spec.path} no longer resolves to {spec.view}.")
+    return match
+
+
+def evaluate_spec(spec: ObserverSpec, run_as: str | None, *, shared: bool = False) -> Result:
+    """Repeat the observed call as ``run_as`` and return its result.
+
+    Permissions and querysets are applied anew each time, exactly as for the
+    original request. A ``shared`` observer is computed as one fixed identity,
+    an anonymous request with the permission checks left out, and never as one
+    of its subscribers: each subscriber's permissions are checked by ``permitted``.
+    """
+    match = _resolve(spec)
     request = GetRequest(spec.path, spec.query_string, spec.host, spec.secure)
-    request.run_as(_user(run_as))
+    request.run_as(AnonymousUser() if shared else _user(run_as))
     with capture_tables() as tables:
-        response = _unthrottled(match.func)(request, *match.args, **match.kwargs)
+        response = _as_view(match.func, permissions=not shared)(
+            request, *match.args, **match.kwargs
+        )
     status = getattr(response, "status_code", 500)
     if status == 404:
         return Result(items=[], tables=tables)
@@ -157,3 +171,43 @@ def evaluate_spec(spec: ObserverSpec, run_as: str | None) -> Result:
     result = result_from_response(response)
     result.tables = tables
     return result
+
+
+def permitted(spec: ObserverSpec, users: Iterable[str]) -> set[str]:
+    """The users (pk strings, "" for anonymous) whom the view's permission classes admit now.
+
+    Called once per evaluation of a shared observer for all its subscribers:
+    one query loads the users, then only permission classes run, not the view.
+    """
+    match = _resolve(spec)
+    wanted = set(users)
+    model = get_user_model()
+    pks = [model._meta.pk.to_python(pk) for pk in wanted if pk]
+    loaded = {str(user.pk): user for user in model._default_manager.filter(pk__in=pks)}
+    allowed = set()
+    for key in wanted:
+        user = AnonymousUser() if not key else loaded.get(key)
+        if user is None or not getattr(user, "is_active", True):
+            continue
+        if _passes_permissions(match, spec, user):
+            allowed.add(key)
+    return allowed
+
+
+def _passes_permissions(
+    match: ResolverMatch, spec: ObserverSpec, user: AbstractBaseUser | AnonymousUser
+) -> bool:
+    func: Any = match.func
+    view = func.cls(**getattr(func, "initkwargs", {}))
+    view.args, view.kwargs = match.args, match.kwargs
+    if getattr(func, "actions", None):
+        view.action_map = func.actions
+    http = GetRequest(spec.path, spec.query_string, spec.host, spec.secure).run_as(user)
+    request = view.initialize_request(http)
+    view.request = request
+    view.format_kwarg = None
+    try:
+        view.check_permissions(request)
+    except (NotAuthenticated, PermissionDenied):
+        return False
+    return True

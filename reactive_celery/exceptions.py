@@ -6,7 +6,9 @@ ReactiveError
  │    ├── ObserverGone       its spec no longer resolves (view, user removed)
  │    ├── ObserverForbidden  its user may no longer see the view
  │    └── ObserverBusy       its lock stayed taken past LOCK_WAIT
- ├── ForeignSubscriber       the subscriber id belongs to another user's socket
+ ├── ForeignSubscriber       the subscriber id is held by another socket
+ ├── TooManySockets          a user or client address holds its cap of sockets
+ ├── DependsOnUser           a shared view's result differs per user (HTTP 409)
  ├── Refused                 a socket request is refused; carries the protocol's error code
  └── StoreUnavailable        Redis or the channel layer cannot be reached (HTTP 503)
 """
@@ -17,6 +19,7 @@ from rest_framework.exceptions import APIException
 
 __all__ = [
     "ConfigurationError",
+    "DependsOnUser",
     "ForeignSubscriber",
     "ObserverBusy",
     "ObserverError",
@@ -25,6 +28,7 @@ __all__ = [
     "ReactiveError",
     "Refused",
     "StoreUnavailable",
+    "TooManySockets",
 ]
 
 
@@ -53,7 +57,19 @@ class ObserverBusy(ObserverError):
 
 
 class ForeignSubscriber(ReactiveError):
-    """The subscriber id belongs to another user's socket."""
+    """The subscriber id is held by another user's socket, or by a live anonymous one."""
+
+
+class TooManySockets(ReactiveError):
+    """A user or client address already holds ``MAX_SOCKETS_PER_*`` sockets."""
+
+
+class DependsOnUser(ReactiveError, APIException):
+    """409: a ``per_user=False`` view answered this user differently from the shared result."""
+
+    status_code = 409
+    default_detail = "This view depends on the user and cannot be shared."
+    default_code = "depends_on_user"
 
 
 class Refused(ReactiveError):

@@ -21,10 +21,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from . import broadcast, protocol
 from .conf import reactive_settings
 from .diff import diff
-from .evaluation import Result, evaluate_spec
+from .evaluation import Result, evaluate_spec, permitted
 from .exceptions import ObserverError, ObserverForbidden, ObserverGone
 from .spec import ObserverSpec
-from .store import connection, locks, observers, stats
+from .store import connection, locks, observers, stats, subscribers
 
 __all__ = ["MAX_STARTS", "Requeue", "evaluate", "publish", "refresh", "stop"]
 
@@ -91,8 +91,11 @@ def evaluate(oid: str) -> bool:
         return False
     spec = ObserverSpec.from_json(stored.spec)
     started = time.perf_counter()
+    shared = spec.user is None
     try:
-        result = evaluate_spec(spec, spec.user if spec.user is not None else stored.creator)
+        if shared:
+            _revoke_unpermitted(oid, spec)
+        result = evaluate_spec(spec, spec.user, shared=shared)
     except ObserverForbidden as exc:
         stop(oid, "forbidden", str(exc))
         return False
@@ -103,12 +106,21 @@ def evaluate(oid: str) -> bool:
         limit = reactive_settings.EVALUATION_TIME_LIMIT
         stop(oid, "timeout", f"Evaluation took longer than {limit} s.")
         return False
-    except (ObserverError, ValueError) as exc:
+    except ObserverError as exc:
         stop(oid, "error", str(exc))
         return False
     except Exception:
-        logger.exception("Observer %s (%s) raised; it is stopped.", oid, spec.view)
-        stop(oid, "error", "The view raised an exception; see the server log.")
+        # The exception's text may hold anything (SQL, paths, data): subscribers get
+        # an id to quote, the log gets the detail.
+        error_id = uuid.uuid4().hex[:12]
+        logger.exception(
+            "Observer %s (%s) raised (error %s); it is stopped.",
+            oid,
+            spec.view,
+            error_id,
+            extra={"observer": oid, "view": spec.view, "error_id": error_id},
+        )
+        stop(oid, "error", f"The view raised an exception (error {error_id}).")
         return False
     _log_limits(oid, spec, time.perf_counter() - started, len(result.items))
     try:
@@ -117,6 +129,31 @@ def evaluate(oid: str) -> bool:
         stop(oid, "error", str(exc))
         return False
     return version is not None and version != stored.version
+
+
+def _revoke_unpermitted(oid: str, spec: ObserverSpec) -> None:
+    """End the subscriptions of a shared observer whose users the view no longer admits."""
+    followers = subscribers.get_many(subscribers.followers(oid))
+    allowed = permitted(spec, {follower.user for follower in followers})
+    revoked = [follower for follower in followers if follower.user not in allowed]
+    if not revoked:
+        return
+    message = protocol.stop_message(oid, "forbidden", "Permission to this view was withdrawn.")
+    for follower in revoked:
+        subscribers.unsubscribe(oid, follower.id)
+    group = broadcast.group_name(oid)
+    # Out of the group before this evaluation's diff is pushed to it.
+    broadcast.send(
+        group_discards=[(group, follower.channel) for follower in revoked],
+        channel_sends=[(follower.channel, message) for follower in revoked],
+    )
+    logger.info(
+        "Observer %s (%s): %d subscriber(s) lost permission",
+        oid,
+        spec.view,
+        len(revoked),
+        extra={"observer": oid, "view": spec.view},
+    )
 
 
 def publish(

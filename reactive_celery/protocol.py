@@ -24,7 +24,11 @@ __all__ = [
     "CLOSE_BAD_ID",
     "CLOSE_CODES",
     "CLOSE_FOREIGN_ID",
+    "CLOSE_REASONS",
+    "CLOSE_SESSION_ENDED",
     "CLOSE_STATE_LOST",
+    "CLOSE_TOO_MANY",
+    "CLOSE_UNAVAILABLE",
     "Frame",
     "GROUP_DIFF",
     "GROUP_ERROR",
@@ -93,6 +97,7 @@ REQUEST_ERRORS = frozenset(
         "rate_limited",
         "unavailable",
         "unsupported",
+        "depends_on_user",
         "error",
     }
 )
@@ -103,16 +108,33 @@ STATUS_ERRORS = {
     401: "forbidden",
     403: "forbidden",
     404: "not_found",
+    409: "depends_on_user",
+    429: "rate_limited",
     503: "unavailable",
 }
 
 #: A malformed subscriber id in ``ws/<id>``.
 CLOSE_BAD_ID = 4400
-#: The subscriber id belongs to another user's socket.
+#: The socket's session ended (logout, password change, user deactivated or deleted).
+CLOSE_SESSION_ENDED = 4401
+#: The subscriber id is held by another socket (another user's, or a live anonymous one).
 CLOSE_FOREIGN_ID = 4403
 #: The socket's subscriber state is gone (expired, Redis lost it): reconnect and resume.
 CLOSE_STATE_LOST = 4408
-CLOSE_CODES = frozenset({CLOSE_BAD_ID, CLOSE_FOREIGN_ID, CLOSE_STATE_LOST})
+#: Too many sockets for this user or client address.
+CLOSE_TOO_MANY = 4429
+#: The reactive store or channel layer (Redis) is unreachable: reconnect later.
+CLOSE_UNAVAILABLE = 4503
+#: The reason sent with each close code.
+CLOSE_REASONS = {
+    CLOSE_BAD_ID: "Malformed subscriber id.",
+    CLOSE_SESSION_ENDED: "The session ended; sign in again.",
+    CLOSE_FOREIGN_ID: "This subscriber id is held by another socket.",
+    CLOSE_STATE_LOST: "The subscriber's state is gone; reconnect and resubscribe.",
+    CLOSE_TOO_MANY: "Too many sockets for this user or address.",
+    CLOSE_UNAVAILABLE: "Live updates are unavailable right now; reconnect later.",
+}
+CLOSE_CODES = frozenset(CLOSE_REASONS)
 
 # --- ids --------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import QueryDict
 from django.urls import Resolver404, resolve
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,12 +30,18 @@ from rest_framework.views import APIView
 from . import broadcast, observer
 from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
-from .evaluation import GetRequest, result_from_response, view_path
-from .exceptions import ConfigurationError, ObserverError, Refused, StoreUnavailable
+from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
+from .exceptions import (
+    ConfigurationError,
+    DependsOnUser,
+    ObserverError,
+    Refused,
+    StoreUnavailable,
+)
 from .options import ATTRIBUTE, ReactiveOptions
 from .protocol import STATUS_ERRORS, SUBSCRIBER_ID
 from .spec import OBSERVE_PARAM, ObserverSpec
-from .store import locks, observers, schedule, subscribers
+from .store import limits, locks, observers, schedule, subscribers
 from .tasks import enqueue_evaluation
 
 __all__ = ["ViewMethod", "observe", "subscribe_url", "unsubscribe", "user_key"]
@@ -103,14 +110,18 @@ def _observe(
         raise ValidationError(
             {OBSERVE_PARAM: ["Malformed subscriber id: use 8-64 letters, digits, '-' or '_'."]}
         )
+    user = user_key(request.user)
     subscriber = subscribers.get(sid)
-    if subscriber is None:
+    # Another user's id gets the answer an unknown one does: ids are not probed here.
+    if subscriber is None or subscriber.user != user:
         raise ValidationError(
             {OBSERVE_PARAM: ["Unknown subscriber id: open the WebSocket ws/<id> first."]}
         )
-    user = user_key(request.user)
-    if subscriber.user != user:
-        raise PermissionDenied("This subscriber id belongs to another user's socket.")
+    if not limits.allow_subscribe(sid):
+        raise Throttled(
+            detail=f"At most {reactive_settings.SUBSCRIBE_RATE:g} subscribe requests a second "
+            "per subscriber; try again shortly."
+        )
     spec = ObserverSpec.build(
         view=view_path(viewset),
         action=getattr(viewset, "action", None) or str(request.method).lower(),
@@ -123,6 +134,7 @@ def _observe(
         primary_key=_primary_key(viewset, options),
     )
     oid = spec.id
+    _check_caps(request, sid, oid, user)
     _strip_observe(request)
     try:
         with locks.observer_lock(oid) as held:
@@ -140,6 +152,17 @@ def _observe(
     if held.changed_meanwhile:
         enqueue_evaluation(oid)
     return response
+
+
+def _check_caps(request: Request, sid: str, oid: str, user: str) -> None:
+    held = reactive_settings.MAX_SUBSCRIPTIONS
+    if subscribers.count(sid) >= held and not subscribers.follows(sid, oid):
+        raise Throttled(detail=f"A subscriber may hold {held} subscriptions; unsubscribe first.")
+    if not limits.allow_observer(user, request.META.get("REMOTE_ADDR", ""), oid):
+        raise Throttled(
+            detail=f"At most {reactive_settings.MAX_OBSERVERS_PER_USER} distinct live queries "
+            "per user (or, signed out, per address); reuse or close some first."
+        )
 
 
 def _subscribe_locked(
@@ -160,9 +183,12 @@ def _subscribe_locked(
         return response
     result = result_from_response(response)
     result.tables = tables
+    if not options.per_user:
+        result = _shared_result(spec, result)
     stored = observers.load(oid)
     # Subscribe first: a concurrent last unsubscribe then finds a member and keeps the observer.
-    subscribers.subscribe(oid, subscriber.id)
+    if not subscribers.subscribe(oid, subscriber.id):
+        raise NotFound("The subscriber's socket closed during the subscription.")
     try:
         # Existing subscribers get the catch-up diff before the new socket joins the group.
         version = observer.publish(
@@ -201,6 +227,28 @@ def _subscribe_locked(
     return Response(answer)
 
 
+def _shared_result(spec: ObserverSpec, own: Result) -> Result:
+    """The shared observer's result, as its one fixed identity sees it.
+
+    The subscriber's own answer must equal it: if it does not, the view depends
+    on the user and sharing it would hand one user's rows to another.
+    """
+    try:
+        shared = evaluate_spec(spec, None, shared=True)
+    except Exception as exc:
+        raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view)) from exc
+    if shared.items != own.items or shared.meta != own.meta:
+        raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view))
+    return shared
+
+
+_DEPENDS_ON_USER = (
+    "{view} is @reactive(per_user=False), but its result for you differs from the shared "
+    "result: the view depends on the user. Remove per_user=False (the default gives each "
+    "user an observer of their own)."
+)
+
+
 def _reactive_method(func: Any) -> Any:
     cls = getattr(func, "cls", None)
     if cls is None:
@@ -209,6 +257,12 @@ def _reactive_method(func: Any) -> Any:
     name = actions.get("get") if actions else "get"
     method = getattr(cls, name, None) if name else None
     return method if getattr(method, ATTRIBUTE, None) is not None else None
+
+
+def _accepts_sessions(func: Any) -> bool:
+    initkwargs = getattr(func, "initkwargs", {}) or {}
+    classes = initkwargs.get("authentication_classes", func.cls.authentication_classes)
+    return any(issubclass(cls, SessionAuthentication) for cls in classes)
 
 
 def subscribe_url(
@@ -236,12 +290,22 @@ def subscribe_url(
         raise Refused("not_found", f"No view answers {parts.path}.") from None
     if _reactive_method(match.func) is None:
         raise Refused("not_reactive", f"The view at {parts.path} is not @reactive.")
+    if getattr(user, "is_authenticated", False) and not _accepts_sessions(match.func):
+        raise Refused(
+            "forbidden",
+            f"The view at {parts.path} does not accept session authentication (see its "
+            "authentication_classes), and a socket is signed in by its session: subscribe "
+            "over HTTP with the credentials the view accepts.",
+        )
     query = QueryDict(parts.query, mutable=True)
     query.pop(OBSERVE_PARAM, None)
     query_string = "&".join(
         s for s in (query.urlencode(), urlencode({OBSERVE_PARAM: subscriber_id})) if s
     )
-    request = GetRequest(parts.path, query_string, host, secure, remote_addr).run_as(user)
+    request = GetRequest(parts.path, query_string, host, secure, remote_addr)
+    # As AuthenticationMiddleware would from the session; the view's own
+    # authentication classes then decide, as they do for HTTP.
+    request.user = user  # type: ignore[assignment]
     setattr(request, _RESUME_ATTRIBUTE, since)
     response = match.func(request, *match.args, **match.kwargs)
     status = getattr(response, "status_code", 500)

@@ -150,6 +150,9 @@ def asgi_server(port: int, env: dict[str, str] | None = None) -> Process:
             "off",
             "--ws",
             "websockets",
+            # A little above MAX_FRAME_BYTES: larger frames are cut off unbuffered (1009).
+            "--ws-max-size",
+            "262144",
             "--log-level",
             "warning",
         ],

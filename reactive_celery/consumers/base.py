@@ -1,5 +1,5 @@
 """What both socket protocols share: owning a subscriber id, heartbeats, clean-up,
-and the handlers of the group messages (``reactive.diff``, ``reactive.error``)."""
+identity checks over time, and the handlers of the group messages."""
 
 from __future__ import annotations
 
@@ -11,16 +11,28 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+import redis
 from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 
 from .. import broadcast
 from ..conf import reactive_settings
-from ..exceptions import ForeignSubscriber
-from ..protocol import CLOSE_STATE_LOST, Frame
+from ..exceptions import ForeignSubscriber, TooManySockets
+from ..identity import Identity, current_user, identify, user_group
+from ..protocol import (
+    CLOSE_FOREIGN_ID,
+    CLOSE_REASONS,
+    CLOSE_SESSION_ENDED,
+    CLOSE_STATE_LOST,
+    CLOSE_TOO_MANY,
+    CLOSE_UNAVAILABLE,
+    Frame,
+)
 from ..store import subscribers
-from ..subscriptions import user_key
 
 __all__ = ["SubscriberSocket", "call", "encoded_frames"]
 
@@ -59,13 +71,18 @@ def call(func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Awaitab
 class SubscriberSocket(AsyncWebsocketConsumer):
     """A socket that owns one subscriber id in the store while it is open.
 
-    Subclasses name their protocol and how a group message becomes frames.
+    Its identity is checked again on every heartbeat and whenever its user
+    changes or logs out; one that no longer holds ends every subscription and
+    closes. Subclasses name their protocol and how a group message becomes frames.
     """
 
     #: Names this protocol's frames in the per-process encoding cache.
     protocol_name = ""
     subscriber_id: str | None = None
+    identity = Identity(user="", session_key=None)
     _heartbeat: asyncio.Task[None] | None = None
+    _accepted = False
+    _ended = False
 
     @staticmethod
     def diff_frames(event: Frame) -> list[Frame]:
@@ -79,27 +96,81 @@ class SubscriberSocket(AsyncWebsocketConsumer):
 
     async def reactive_diff(self, event: Frame) -> None:
         """Called for a ``reactive.diff`` group message: forward its frames."""
+        if self._ended:
+            return
         for text in encoded_frames(self.protocol_name, event, self.diff_frames):
             await self.send(text_data=text)
 
     async def reactive_error(self, event: Frame) -> None:
         """Called when an observer stopped: tell the client why; the subscription ends."""
+        if self._ended:
+            return
         await self.send_json(self.stop_frame(event))
         await self.leave(event["observer"])
 
-    async def claim(self, sid: str) -> bool:
-        """Register ``sid`` for this socket and rejoin its groups; False if foreign."""
+    async def reactive_session_ended(self, event: Frame) -> None:
+        """Called when a session of this socket's user was logged out."""
+        if event.get("session") == self.identity.session_key:
+            await self.end(CLOSE_SESSION_ENDED, "The session was logged out.")
+
+    async def reactive_user_changed(self, event: Frame) -> None:
+        """Called when this socket's user was saved or deleted: check the session again."""
+        await self.check_identity()
+
+    async def claim(self, sid: str) -> int | None:
+        """Register ``sid`` for this socket and rejoin its groups.
+
+        Returns None, or the close code to refuse the socket with.
+        """
+        self.identity = identify(self.scope)
+        address = (self.scope.get("client") or ("",))[0] or ""
         try:
             observers = await call(
-                subscribers.register, sid, self.channel_name, user_key(self.scope.get("user"))
+                subscribers.register, sid, self.channel_name, self.identity.user, address
             )
         except ForeignSubscriber:
-            return False
+            return CLOSE_FOREIGN_ID
+        except TooManySockets:
+            return CLOSE_TOO_MANY
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("Socket refused, the reactive store is unreachable: %s", exc)
+            return CLOSE_UNAVAILABLE
         self.subscriber_id = sid
-        for oid in observers:
-            await self.channel_layer.group_add(broadcast.group_name(oid), self.channel_name)
+        for group in self._groups(observers):
+            await self.channel_layer.group_add(group, self.channel_name)
         self._heartbeat = asyncio.ensure_future(self._beat())
-        return True
+        return None
+
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with ``code``: a browser sees close codes, never HTTP statuses."""
+        await self.accept()
+        await self.close(code=code, reason=CLOSE_REASONS.get(code, ""))
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Accept the handshake (remembered, so a failure later can still close cleanly)."""
+        await super().accept(subprotocol, headers)
+        self._accepted = True
+
+    async def check_identity(self) -> AbstractBaseUser | AnonymousUser | None:
+        """The socket's user as its session gives it now; if it no longer does, end the socket."""
+        try:
+            user = await database_sync_to_async(current_user, thread_sensitive=False)(self.identity)
+        except Exception as exc:
+            logger.warning("Could not check the session of a socket, closing it: %s", exc)
+            await self.end(CLOSE_UNAVAILABLE, CLOSE_REASONS[CLOSE_UNAVAILABLE])
+            return None
+        if user is None:
+            await self.end(CLOSE_SESSION_ENDED, CLOSE_REASONS[CLOSE_SESSION_ENDED])
+        return user
+
+    async def end(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` and end its subscriptions now, not at disconnect."""
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(Exception):
+            await self.close(code=code, reason=reason)
+        await self.disconnect(code)
 
     async def __call__(
         self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -107,6 +178,20 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         """Run the consumer; whatever ends it, the subscriber's state goes with it."""
         try:
             await super().__call__(scope, receive, send)
+        except (redis.RedisError, OSError) as exc:
+            # The channel layer lost Redis: close with a code the client understands,
+            # log one line rather than a traceback per socket.
+            logger.warning("Socket closed, the channel layer is unreachable: %s", exc)
+            if self._accepted and not self._ended:
+                self._ended = True
+                with contextlib.suppress(Exception):
+                    await self.base_send(
+                        {
+                            "type": "websocket.close",
+                            "code": CLOSE_UNAVAILABLE,
+                            "reason": CLOSE_REASONS[CLOSE_UNAVAILABLE],
+                        }
+                    )
         finally:
             # A handler that raised ends the consumer without websocket.disconnect.
             with contextlib.suppress(Exception):
@@ -114,14 +199,20 @@ class SubscriberSocket(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: end every subscription of this subscriber."""
-        if self._heartbeat is not None:
+        if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
             self._heartbeat.cancel()
         sid, self.subscriber_id = self.subscriber_id, None
         if sid is None:
             return
-        observers = await call(subscribers.remove, sid, self.channel_name)
-        for oid in observers:
-            await self.leave(oid)
+        try:
+            observers = await call(subscribers.remove, sid, self.channel_name)
+        except (redis.RedisError, OSError) as exc:
+            # The subscriber expires and the sweep removes what it left.
+            logger.warning("Subscriber %s left state behind: %s", sid, exc)
+            observers = []
+        with contextlib.suppress(Exception):
+            for group in self._groups(observers):
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def leave(self, oid: str) -> None:
         """Stop receiving an observer's pushes on this socket."""
@@ -131,6 +222,12 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         """Send one JSON frame."""
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
+    def _groups(self, observers: list[str]) -> list[str]:
+        groups = [broadcast.group_name(oid) for oid in observers]
+        if not self.identity.anonymous:
+            groups.append(user_group(self.identity.user))
+        return groups
+
     async def _beat(self) -> None:
         # Renews the subscriber's lifetime and re-adds group memberships, which
         # channels_redis expires by time since group_add, not by activity.
@@ -138,19 +235,20 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(interval)
             sid = self.subscriber_id
-            if sid is None:
+            if sid is None or await self.check_identity() is None:
                 return  # the socket is closing
             try:
                 observers = await call(subscribers.heartbeat, sid, self.channel_name)
-            except Exception:
-                logger.warning("Heartbeat of subscriber %s failed", sid)
-                continue
+            except (redis.RedisError, OSError) as exc:
+                logger.warning("Heartbeat of subscriber %s failed, closing it: %s", sid, exc)
+                await self.end(CLOSE_UNAVAILABLE, CLOSE_REASONS[CLOSE_UNAVAILABLE])
+                return
             if observers is None:
                 # Our state is gone (expired or Redis lost it): the client must
                 # reconnect and resubscribe, which its version check turns into a resume.
                 self.subscriber_id = None
-                await self.close(code=CLOSE_STATE_LOST)
+                await self.end(CLOSE_STATE_LOST, CLOSE_REASONS[CLOSE_STATE_LOST])
                 return
-            for oid in observers:
+            for group in self._groups(observers):
                 with contextlib.suppress(Exception):
-                    await self.channel_layer.group_add(broadcast.group_name(oid), self.channel_name)
+                    await self.channel_layer.group_add(group, self.channel_name)

@@ -10,7 +10,6 @@ import json
 import logging
 import secrets
 import time
-from typing import cast
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -19,7 +18,7 @@ from django.contrib.auth.models import AnonymousUser
 from .. import protocol
 from ..conf import reactive_settings
 from ..exceptions import Refused
-from ..protocol import CLOSE_FOREIGN_ID, MAX_URL, OBSERVER_ID, Frame
+from ..protocol import MAX_URL, OBSERVER_ID, Frame
 from ..store import subscribers
 from ..subscriptions import subscribe_url
 from .base import SubscriberSocket, call
@@ -38,10 +37,11 @@ class BatchedConsumer(SubscriberSocket):
 
     async def connect(self) -> None:
         """Called on the WebSocket handshake: register a fresh subscriber id and accept."""
-        self._tokens = float(reactive_settings.SUBSCRIBE_RATE)
+        self._tokens = float(reactive_settings.FRAME_RATE)
         self._refilled = time.monotonic()
-        if not await self.claim(secrets.token_urlsafe(18)):
-            await self.close(code=CLOSE_FOREIGN_ID)
+        refused = await self.claim(secrets.token_urlsafe(18))
+        if refused is not None:
+            await self.refuse(refused)
             return
         await self.accept()
 
@@ -51,6 +51,13 @@ class BatchedConsumer(SubscriberSocket):
         try:
             message = self._parse(text_data, bytes_data)
             request_id = message.get("id")
+            if not isinstance(message.get("type"), str):
+                raise Refused("bad_message", "A message must have a string 'type'.")
+            self._take_token()
+            # Every request is held to the rules an HTTP request with this cookie meets now.
+            user = await self.check_identity()
+            if user is None:
+                return
             handler = {
                 "subscribe": self._subscribe,
                 "unsubscribe": self._unsubscribe,
@@ -58,13 +65,22 @@ class BatchedConsumer(SubscriberSocket):
             }.get(message["type"])
             if handler is None:
                 raise Refused("unknown_type", f"Unknown message type {message['type']!r}.")
-            answer = await handler(message)
+            answer = await handler(message, user)
         except Refused as refused:
             answer = protocol.request_error(refused.code, refused.message)
-        except Exception:
-            # One bad request must not take the socket (and its subscriptions) down.
-            logger.exception("Request on subscriber %s failed", self.subscriber_id)
-            answer = protocol.request_error("error", "The request failed.")
+        except Exception as exc:
+            # One bad request must not take the socket (and its subscriptions) down,
+            # nor fill the log: one line, with an id the client can quote.
+            error_id = secrets.token_hex(6)
+            logger.error(
+                "Request on subscriber %s failed (error %s): %s: %s",
+                self.subscriber_id,
+                error_id,
+                type(exc).__name__,
+                exc,
+                extra={"error_id": error_id},
+            )
+            answer = protocol.request_error("error", f"The request failed (error {error_id}).")
         if request_id is not None:
             answer["id"] = request_id
         await self.send_json(answer)
@@ -72,14 +88,20 @@ class BatchedConsumer(SubscriberSocket):
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> Frame:
         if text_data is None:
             raise Refused("bad_message", "Frames must be JSON text, not binary.")
-        if len(text_data.encode()) > reactive_settings.MAX_FRAME_BYTES:
+        try:
+            size = len(text_data.encode())
+        except UnicodeEncodeError:  # a lone surrogate: not text any client means to send
+            raise Refused("bad_message", "Frames must be valid UTF-8 text.") from None
+        if size > reactive_settings.MAX_FRAME_BYTES:
             raise Refused(
                 "too_large", f"Frames are limited to {reactive_settings.MAX_FRAME_BYTES} bytes."
             )
         try:
             message = json.loads(text_data)
-        except ValueError:
-            raise Refused("bad_json", "The frame is not valid JSON.") from None
+        except (ValueError, RecursionError):
+            raise Refused(
+                "bad_json", "The frame is not valid JSON (or nests too deeply)."
+            ) from None
         if not isinstance(message, dict):
             raise Refused("bad_message", "A message must be a JSON object with a 'type'.")
         request_id = message.get("id")
@@ -89,21 +111,22 @@ class BatchedConsumer(SubscriberSocket):
         )
         if not valid_id:
             message.pop("id", None)
-            raise Refused("bad_message", "'id' must be an integer or a string of 64 characters.")
-        if not isinstance(message.get("type"), str):
-            raise Refused("bad_message", "A message must have a string 'type'.")
+            raise Refused(
+                "bad_message", "'id' must be an integer or a string of at most 64 characters."
+            )
         return message
 
     def _take_token(self) -> None:
+        # Before any store or database work: a flood costs no more than its answers.
         now = time.monotonic()
-        rate = float(reactive_settings.SUBSCRIBE_RATE)
+        rate = float(reactive_settings.FRAME_RATE)
         self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
         self._refilled = now
         if self._tokens < 1:
-            raise Refused("rate_limited", f"At most {rate:g} subscribe requests a second.")
+            raise Refused("rate_limited", f"At most {rate:g} frames a second.")
         self._tokens -= 1
 
-    async def _subscribe(self, message: Frame) -> Frame:
+    async def _subscribe(self, message: Frame, user: AbstractBaseUser | AnonymousUser) -> Frame:
         url, oid, since = message.get("url"), message.get("observer"), message.get("version")
         if not isinstance(url, str) or not url or len(url) > MAX_URL:
             raise Refused("bad_message", f"'url' must be a path of at most {MAX_URL} characters.")
@@ -118,28 +141,27 @@ class BatchedConsumer(SubscriberSocket):
         ):
             raise Refused("bad_message", "'observer' must be an observer id, 'version' >= 0.")
         sid = self._own_id()
-        self._take_token()
-        held = await call(subscribers.count, sid)
-        resuming_own = oid is not None and await call(subscribers.follows, sid, oid)
+        before = await call(subscribers.followed, sid)
+        held = len(before)
+        resuming_own = oid is not None and oid in before
         if held >= reactive_settings.MAX_SUBSCRIPTIONS and not resuming_own:
             raise Refused(
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
             )
-        user = self.scope.get("user")
         # Not thread-sensitive: a subscribe waiting on a busy observer's lock
         # must not hold up every other socket (and auth) of this process.
         data = await database_sync_to_async(subscribe_url, thread_sensitive=False)(
             url,
             sid,
-            # AuthMiddleware's lazy object stands for the user it wraps.
-            AnonymousUser() if user is None else cast("AbstractBaseUser | AnonymousUser", user),
+            user,
             self._host(),
             self.scope.get("scheme") in ("wss", "https"),
             since,
             (self.scope.get("client") or ("",))[0] or "",
         )
-        if resuming_own and data["observer"] != oid and held >= reactive_settings.MAX_SUBSCRIPTIONS:
+        grew = data["observer"] not in before
+        if resuming_own and grew and held >= reactive_settings.MAX_SUBSCRIPTIONS:
             # The URL named a new observer after all: the limit applies to it.
             await call(subscribers.unsubscribe, data["observer"], sid)
             await self.leave(data["observer"])
@@ -161,7 +183,7 @@ class BatchedConsumer(SubscriberSocket):
             raise Refused("error", "The subscription answer carried no items.")
         return {"type": "subscribed", **data}
 
-    async def _unsubscribe(self, message: Frame) -> Frame:
+    async def _unsubscribe(self, message: Frame, user: AbstractBaseUser | AnonymousUser) -> Frame:
         oid = message.get("observer")
         if not isinstance(oid, str) or not OBSERVER_ID.fullmatch(oid):
             raise Refused("bad_message", "'observer' must be an observer id.")
@@ -177,7 +199,7 @@ class BatchedConsumer(SubscriberSocket):
             raise Refused("unavailable", "This socket is closing; reconnect and resubscribe.")
         return self.subscriber_id
 
-    async def _ping(self, message: Frame) -> Frame:
+    async def _ping(self, message: Frame, user: AbstractBaseUser | AnonymousUser) -> Frame:
         return {"type": "pong"}
 
     def _host(self) -> str:

@@ -12,7 +12,7 @@ A stopped observer sends ``{"msg": "error", "observer", "code", "error"}``.
 from __future__ import annotations
 
 from .. import protocol
-from ..protocol import CLOSE_BAD_ID, CLOSE_FOREIGN_ID, SUBSCRIBER_ID
+from ..protocol import CLOSE_BAD_ID, SUBSCRIBER_ID
 from .base import SubscriberSocket
 
 __all__ = ["SubscriberConsumer"]
@@ -28,12 +28,16 @@ class SubscriberConsumer(SubscriberSocket):
     async def connect(self) -> None:
         """Called on the WebSocket handshake: claim the subscriber id and accept."""
         sid = self.scope["url_route"]["kwargs"].get("subscriber_id", "")
-        # Accept, then close with a code: a browser sees close codes, never HTTP statuses.
-        await self.accept()
         if not SUBSCRIBER_ID.fullmatch(sid):
-            await self.close(code=CLOSE_BAD_ID)
-        elif not await self.claim(sid):
-            await self.close(code=CLOSE_FOREIGN_ID)
+            await self.refuse(CLOSE_BAD_ID)
+            return
+        # Registered before the handshake completes: a GET ?observe= sent the moment
+        # the socket opens must find its subscriber.
+        refused = await self.claim(sid)
+        if refused is not None:
+            await self.refuse(refused)
+            return
+        await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame; this protocol only sends."""

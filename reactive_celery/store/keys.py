@@ -6,8 +6,11 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
                              evaluations, poll (its interval)
     obs:<oid>:subs     set   subscriber ids
     obs:<oid>:log      list  the last REPLAY_BUFFER diffs, newest first (JSON)
-    sub:<sid>          hash  channel, user
-    sub:<sid>:obs      set   observer ids
+    sub:<sid>          hash  channel, user, address
+    sub:<sid>:obs      set   observer ids (never outlives sub:<sid>)
+    rate:<sid>         count subscribe requests in the current second
+    sockets:user:<pk>  zset  live subscriber ids of a user, scored by expiry (ms)
+    sockets:addr:<ip>  zset  live subscriber ids of a client address, scored by expiry (ms)
     dep:<table>        set   observer ids that read the table
     queued:<oid>       flag  an evaluate task is waiting in the broker
     lock:<oid>         token the evaluation in progress
@@ -44,10 +47,13 @@ __all__ = [
     "prefix",
     "queued",
     "retry",
+    "sockets_of_address",
+    "sockets_of_user",
     "starts",
     "stats_errors",
     "stats_evaluations",
     "stats_timings",
+    "subscribe_rate",
     "subscriber",
     "subscriber_observers",
     "ttl_seconds",
@@ -92,6 +98,21 @@ def subscriber(sid: str) -> str:
 def subscriber_observers(sid: str) -> str:
     """The set of observer ids the subscriber follows."""
     return _key("sub", sid, "obs")
+
+
+def subscribe_rate(sid: str) -> str:
+    """Subscribe requests of a subscriber in the current second."""
+    return _key("rate", sid)
+
+
+def sockets_of_user(user: str) -> str:
+    """Live subscriber ids of a signed-in user."""
+    return _key("sockets", "user", user)
+
+
+def sockets_of_address(address: str) -> str:
+    """Live subscriber ids of a client address."""
+    return _key("sockets", "addr", address)
 
 
 def dependents(table: str) -> str:

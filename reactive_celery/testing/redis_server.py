@@ -23,7 +23,7 @@ import time
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["ensure", "find_binary", "restart", "start"]
+__all__ = ["ensure", "find_binary", "restart", "start", "stop"]
 
 _started: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -123,13 +123,25 @@ def ensure() -> str:
     return url
 
 
-def restart(url: str) -> None:
-    """Stop a server started by ``ensure()`` and start an empty one on the same port.
-
-    For tests of lost state; raises ``ConfigurationError`` for a server not started here.
-    """
+def _own(url: str) -> subprocess.Popen[bytes]:
     process = _started.get(url)
     if process is None:
-        raise ConfigurationError(f"{url} was not started by this process; cannot restart it.")
-    _stop(process)
+        raise ConfigurationError(f"{url} was not started by this process; cannot stop it.")
+    return process
+
+
+def stop(url: str) -> None:
+    """Stop a server started by ``ensure()`` (for tests of an unreachable Redis)."""
+    _stop(_own(url))
+
+
+def restart(url: str) -> None:
+    """Stop a server started by ``ensure()`` (if still running) and start an empty one.
+
+    On the same port; for tests of lost state. Raises ``ConfigurationError``
+    for a server not started here.
+    """
+    process = _own(url)
+    if process.poll() is None:
+        _stop(process)
     _started[url], _ = start(int(url.rsplit(":", 1)[1]))

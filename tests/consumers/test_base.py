@@ -25,7 +25,10 @@ def new_oid() -> str:
 
 
 def follow(sid: str, oid: str, user: str = "") -> None:
-    """State a socket left behind: ``sid`` follows an observer of the items table."""
+    """State a socket left behind: ``sid`` follows an observer of the items table.
+
+    Only a signed-in user's new socket inherits it: an anonymous id proves nothing.
+    """
     if subscribers.get(sid) is None:
         subscribers.register(sid, "specific.gone!old", user)
     observers.save(
@@ -45,17 +48,17 @@ def added(oid: str, version: int, pk: int) -> dict:
 
 
 def test_claim_registers_the_socket_and_rejoins_the_groups_it_followed(
-    run, sockets, layer, store_redis, layer_redis, eventually
+    run, sockets, layer, store_redis, layer_redis, eventually, user, user_cookie
 ):
     sid, oid = new_sid(), new_oid()
-    follow(sid, oid)
+    follow(sid, oid, str(user.pk))
 
     async def body():
-        async with sockets.open(f"/ws/{sid}") as socket:
+        async with sockets.open(f"/ws/{sid}", cookie=user_cookie) as socket:
             # The seed socket accepts first and claims after.
             await eventually(lambda: group_members(layer_redis, oid), "group joined")
             record = store_redis.hgetall(f"rc:sub:{sid}")
-            assert record["user"] == ""
+            assert record["user"] == str(user.pk)
             assert record["channel"] != "specific.gone!old"
             assert group_members(layer_redis, oid) == {record["channel"]}
             await layer.group_send(broadcast.group_name(oid), added(oid, 2, 7))
@@ -78,14 +81,14 @@ def test_claim_records_the_sessions_user(run, sockets, store_redis, user, user_c
 
 
 def test_heartbeat_renews_the_subscriber_and_re_adds_its_groups(
-    run, sockets, layer, store_redis, layer_redis, eventually
+    run, sockets, layer, store_redis, layer_redis, eventually, user, user_cookie
 ):
     sid, oid = new_sid(), new_oid()
-    follow(sid, oid)
+    follow(sid, oid, str(user.pk))
     group = broadcast.group_name(oid)
 
     async def body():
-        async with sockets.open(f"/ws/{sid}") as socket:
+        async with sockets.open(f"/ws/{sid}", cookie=user_cookie) as socket:
             (channel,) = await eventually(lambda: group_members(layer_redis, oid), "claimed")
             # As channels_redis' group expiry would: the membership is gone.
             await layer.group_discard(group, channel)
@@ -100,17 +103,21 @@ def test_heartbeat_renews_the_subscriber_and_re_adds_its_groups(
 
 
 def test_socket_whose_state_vanished_is_closed_with_4408(
-    run, sockets, store_redis, layer_redis, eventually
+    run, sockets, store_redis, layer_redis, eventually, user, user_cookie
 ):
     sid, oid = new_sid(), new_oid()
-    follow(sid, oid)
+    follow(sid, oid, str(user.pk))
 
     async def body():
-        async with sockets.open(f"/ws/{sid}") as socket:
+        async with sockets.open(f"/ws/{sid}", cookie=user_cookie) as socket:
             await eventually(lambda: group_members(layer_redis, oid), "claimed")
             store_redis.delete(f"rc:sub:{sid}", f"rc:sub:{sid}:obs")  # Redis lost it
             closed = await socket.receive_output(timeout=TIMEOUT)
-            assert closed == {"type": "websocket.close", "code": protocol.CLOSE_STATE_LOST}
+            assert closed == {
+                "type": "websocket.close",
+                "code": protocol.CLOSE_STATE_LOST,
+                "reason": protocol.CLOSE_REASONS[protocol.CLOSE_STATE_LOST],
+            }
 
     run(body)
 
@@ -129,7 +136,11 @@ def test_heartbeat_of_a_socket_whose_id_was_taken_over_closes_the_old_socket(
             async with sockets.open(f"/ws/{sid}") as second:
                 await eventually(lambda: channel() != old, "second claim")
                 closed = await first.receive_output(timeout=TIMEOUT)
-                assert closed == {"type": "websocket.close", "code": protocol.CLOSE_STATE_LOST}
+                assert closed == {
+                    "type": "websocket.close",
+                    "code": protocol.CLOSE_STATE_LOST,
+                    "reason": protocol.CLOSE_REASONS[protocol.CLOSE_STATE_LOST],
+                }
                 # The old socket's close must not take the new socket's state with it.
                 assert store_redis.hget(f"rc:sub:{sid}", "channel") != old
                 assert await second.receive_nothing(timeout=0.2)
@@ -138,15 +149,15 @@ def test_heartbeat_of_a_socket_whose_id_was_taken_over_closes_the_old_socket(
 
 
 def test_disconnect_removes_the_subscriber_and_its_subscriptions(
-    run, sockets, store_redis, layer_redis, eventually
+    run, sockets, store_redis, layer_redis, eventually, user, user_cookie
 ):
     sid, kept, dropped = new_sid(), new_oid(), new_oid()
-    follow(sid, kept)
-    follow(sid, dropped)
+    follow(sid, kept, str(user.pk))
+    follow(sid, dropped, str(user.pk))
     follow("another-socket", kept)
 
     async def body():
-        async with sockets.open(f"/ws/{sid}"):
+        async with sockets.open(f"/ws/{sid}", cookie=user_cookie):
             await eventually(lambda: group_members(layer_redis, dropped), "claimed")
             assert len(group_members(layer_redis, kept)) == 1
 
@@ -159,13 +170,13 @@ def test_disconnect_removes_the_subscriber_and_its_subscriptions(
 
 
 def test_a_handler_that_raises_still_removes_the_subscriber(
-    run, sockets, layer, store_redis, layer_redis, eventually
+    run, sockets, layer, store_redis, layer_redis, eventually, user, user_cookie
 ):
     sid, oid = new_sid(), new_oid()
-    follow(sid, oid)
+    follow(sid, oid, str(user.pk))
 
     async def body():
-        socket = sockets.communicator(f"/ws/{sid}")
+        socket = sockets.communicator(f"/ws/{sid}", cookie=user_cookie)
         assert (await socket.connect(timeout=TIMEOUT))[0]
         await eventually(lambda: group_members(layer_redis, oid), "claimed")
         # No handler for this type: Channels raises inside the consumer.
@@ -179,11 +190,11 @@ def test_a_handler_that_raises_still_removes_the_subscriber(
 
 
 def test_one_group_message_is_encoded_once_for_every_socket_of_the_process(
-    run, sockets, layer, layer_redis, eventually, monkeypatch
+    run, sockets, layer, layer_redis, eventually, monkeypatch, user, user_cookie
 ):
     sids, oid = [new_sid(), new_sid()], new_oid()
     for sid in sids:
-        follow(sid, oid)
+        follow(sid, oid, str(user.pk))
     builds = []
 
     def counting(event):
@@ -193,7 +204,10 @@ def test_one_group_message_is_encoded_once_for_every_socket_of_the_process(
     monkeypatch.setattr(SubscriberConsumer, "diff_frames", staticmethod(counting))
 
     async def body():
-        async with sockets.open(f"/ws/{sids[0]}") as one, sockets.open(f"/ws/{sids[1]}") as two:
+        async with (
+            sockets.open(f"/ws/{sids[0]}", cookie=user_cookie) as one,
+            sockets.open(f"/ws/{sids[1]}", cookie=user_cookie) as two,
+        ):
             await eventually(lambda: len(group_members(layer_redis, oid)) == 2, "both claimed")
             await layer.group_send(broadcast.group_name(oid), added(oid, 2, 3))
             texts = [await s.receive_from(timeout=TIMEOUT) for s in (one, two)]

@@ -11,7 +11,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import override_settings
 
-from reactive_celery import broadcast, observer, protocol
+from reactive_celery import broadcast, conf, observer, protocol
+from reactive_celery.exceptions import ConfigurationError
 from reactive_celery.store import observers, subscribers
 from tests.testapp.models import Item
 
@@ -180,20 +181,31 @@ def test_refused_subscribes_answer_a_code_and_change_nothing(
     run(body)
 
 
-def test_subscribes_over_the_rate_are_refused(run, sockets):
+@pytest.mark.django_db(transaction=True)
+def test_subscribes_over_the_rate_are_refused(run, sockets, items):
     async def body():
         async with sockets.open(PATH) as socket:
-            # Cheap requests that still take a token: no view runs for an unknown path.
-            first = await ask(socket, {"type": "subscribe", "id": 1, "url": "/api/nothing/"})
-            second = await ask(socket, {"type": "subscribe", "id": 2, "url": "/api/nothing/"})
+            first = await ask(socket, {"type": "subscribe", "id": 1, "url": "/api/items/"})
+            second = await ask(socket, {"type": "subscribe", "id": 2, "url": "/api/paged/"})
             pong = await ask(socket, {"type": "ping", "id": 3})
-            assert [first["code"], second["code"], pong["type"]] == [
-                "not_found",
+            assert [first["type"], second.get("code"), pong["type"]] == [
+                "subscribed",
                 "rate_limited",
                 "pong",
             ]
 
     with reactive_settings(SUBSCRIBE_RATE=1):
+        run(body)
+
+
+def test_frames_over_the_rate_are_refused_before_any_work(run, sockets):
+    async def body():
+        async with sockets.open(PATH) as socket:
+            answers = [await ask(socket, {"type": "ping", "id": i}) for i in range(3)]
+            assert [a.get("code", a["type"]) for a in answers] == ["pong", "pong", "rate_limited"]
+            assert answers[2]["id"] == 2  # the refusal still answers its request
+
+    with reactive_settings(FRAME_RATE=2):
         run(body)
 
 
@@ -373,3 +385,44 @@ def test_closing_the_socket_drops_its_subscriptions(run, sockets, items, store_r
     assert store_redis.keys("rc:sub:*") == []
     assert store_redis.keys("rc:obs:*") == []
     assert [group_members(layer_redis, oid) for oid in oids] == [[], []]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_resume_at_the_limit_keeps_the_other_subscriptions(run, sockets, store_redis):
+    # "An error with an id answers one request and changes nothing."
+    Item.objects.create(name="one")
+
+    async def body():
+        async with sockets.open(PATH) as socket:
+            a = await ask(socket, {"type": "subscribe", "id": 1, "url": "/api/items/"})
+            b = await ask(socket, {"type": "subscribe", "id": 2, "url": "/api/paged/"})
+            sid = next(k for k in store_redis.keys("rc:sub:*") if not k.endswith(":obs"))[7:]
+            # Resume A with a URL that now names B, which the socket also holds.
+            resume = {"observer": a["observer"], "version": a["version"], "url": "/api/paged/"}
+            answer = await ask(socket, {"type": "subscribe", "id": 3, **resume})
+            # The URL names B, which the socket holds already: nothing grows, nothing goes.
+            assert answer["type"] == "subscribed" and answer["observer"] == b["observer"]
+            assert subscribers.follows(sid, b["observer"])
+
+    with reactive_settings(MAX_SUBSCRIPTIONS=2):
+        run(body)
+
+
+def test_a_rate_below_one_is_a_settings_error_not_a_socket_that_refuses_everything():
+    with (
+        reactive_settings(SUBSCRIBE_RATE=0.5),
+        pytest.raises(ConfigurationError, match="at least 1"),
+    ):
+        _ = conf.reactive_settings.SUBSCRIBE_RATE
+
+
+@pytest.mark.parametrize("frame", ['{"id": 1}', '{"id": 1, "type": 7}'])
+def test_a_refusal_of_a_frame_with_a_valid_id_repeats_the_id(run, sockets, frame):
+    # "Client requests may carry an id ... that the answer repeats."
+    async def body():
+        async with sockets.open(PATH) as socket:
+            await socket.send_to(text_data=frame)
+            answer = await socket.receive_json_from(timeout=TIMEOUT)
+            assert (answer["code"], answer.get("id")) == ("bad_message", 1)
+
+    run(body)

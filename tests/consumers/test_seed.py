@@ -1,12 +1,14 @@
 """The seed protocol's consumer (``ws/<subscriber_id>``), in-process over the real layer."""
 
 import secrets
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
 from reactive_celery import broadcast, protocol
+from reactive_celery.store import subscribers
 from tests.testapp.models import Item
 
 from . import TIMEOUT
@@ -21,7 +23,11 @@ def test_a_malformed_id_is_closed_with_4400(run, sockets, store_redis, sid):
     async def body():
         async with sockets.open(f"/ws/{sid}") as socket:
             closed = await socket.receive_output(timeout=TIMEOUT)
-            assert closed == {"type": "websocket.close", "code": protocol.CLOSE_BAD_ID}
+            assert closed == {
+                "type": "websocket.close",
+                "code": protocol.CLOSE_BAD_ID,
+                "reason": protocol.CLOSE_REASONS[protocol.CLOSE_BAD_ID],
+            }
 
     run(body)
     assert store_redis.keys("rc:sub:*") == []
@@ -38,7 +44,11 @@ def test_an_id_held_by_another_users_socket_is_closed_with_4403(
             held = await eventually(lambda: store_redis.hgetall(f"rc:sub:{sid}"), "claimed")
             async with sockets.open(f"/ws/{sid}") as anonymous:
                 closed = await anonymous.receive_output(timeout=TIMEOUT)
-                assert closed == {"type": "websocket.close", "code": protocol.CLOSE_FOREIGN_ID}
+                assert closed == {
+                    "type": "websocket.close",
+                    "code": protocol.CLOSE_FOREIGN_ID,
+                    "reason": protocol.CLOSE_REASONS[protocol.CLOSE_FOREIGN_ID],
+                }
             # The refused socket's close leaves the owner's state alone.
             assert store_redis.hgetall(f"rc:sub:{sid}") == held
             assert held["user"] == str(user.pk)
@@ -122,5 +132,26 @@ def test_a_group_error_sends_the_stop_and_ends_the_subscription(
             change = {"msg": "added", "order": 0, "item": {"id": 1}}
             await layer.group_send(group, protocol.diff_message(oid, 2, "id", [change]))
             assert await socket.receive_nothing(timeout=0.2)
+
+    run(body)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_socket_is_registered_before_its_handshake_completes(run, sockets, monkeypatch):
+    # docs/protocol.md: open ws/<id>, then GET ?observe=<id>. A Redis round trip
+    # slower than the client's GET (here 0.5 s) must not turn that into a 400.
+    register = subscribers.register
+
+    def slow_register(*args, **kwargs):
+        time.sleep(0.5)
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(subscribers, "register", slow_register)
+    sid = secrets.token_urlsafe(12)
+
+    async def body():
+        async with sockets.open(f"/ws/{sid}"):
+            response = await sync_to_async(Client().get)(f"/api/items/?observe={sid}")
+            assert response.status_code == 200, response.json()
 
     run(body)

@@ -124,8 +124,13 @@ class Live:
         client.force_login(user)
         return {"sessionid": client.cookies["sessionid"].value}
 
-    def socket(self, cookies: dict[str, str] | None = None, port: int | None = None) -> Socket:
-        sock = Socket(port or self.ws_port, cookies)
+    def socket(
+        self,
+        cookies: dict[str, str] | None = None,
+        port: int | None = None,
+        sid: str | None = None,
+    ) -> Socket:
+        sock = Socket(port or self.ws_port, cookies, sid)
         self._sockets.append(sock)
         return sock
 
@@ -189,6 +194,26 @@ def redis_restarter():
         redis_server.restart(settings.REDIS_URL)
 
     return restart
+
+
+@pytest.fixture
+def redis_stopper():
+    """Stop the test run's private Redis inside a ``with`` block; it starts again, empty, after."""
+    from contextlib import contextmanager
+
+    from django.conf import settings
+
+    from reactive_celery.testing import redis_server
+
+    @contextmanager
+    def stopped():
+        redis_server.stop(settings.REDIS_URL)
+        try:
+            yield
+        finally:
+            redis_server.restart(settings.REDIS_URL)
+
+    return stopped
 
 
 @pytest.fixture

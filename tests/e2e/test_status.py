@@ -8,7 +8,7 @@ import secrets
 import pytest
 from django.core.management import call_command
 
-from reactive_celery import notify, tasks
+from reactive_celery import tasks
 from tests.project.celery_app import app as celery_app
 from tests.testapp.models import Item
 
@@ -31,9 +31,7 @@ def idle_queue():
         conn.default_channel.queue_purge(IDLE_QUEUE)
 
 
-def test_status_json_reports_the_numbers_the_test_created(
-    live, settings, django_user_model, idle_queue
-):
+def test_status_json_reports_the_numbers_the_test_created(live, settings, idle_queue):
     a, b = live.socket(), live.socket()
     items = live.observe("/api/items/", a)["observer"]
     live.observe("/api/items/", b)
@@ -42,15 +40,12 @@ def test_status_json_reports_the_numbers_the_test_created(
         Item.objects.create(name=name)
         assert a.recv()["item"]["name"] == b.recv()["item"]["name"] == name
 
-    # A per-user observer whose user is deleted stops with "gone" at its next evaluation.
-    user = django_user_model.objects.create_user("leaving", password="secret")
-    cookies = live.login(user)
-    c = live.socket(cookies)
-    own = live.observe("/api/own/", c, cookies)["observer"]
-    user.delete()
-    notify(Item)  # re-evaluates /api/items/ (unchanged) and /api/own/ (user gone)
+    # An observer whose view raises stops with "error" at its next evaluation.
+    c = live.socket()
+    broken = live.observe("/api/exploding/", c)["observer"]
+    Item.objects.create(name="explode")  # a change for /api/items/, a raise for /api/exploding/
     error = c.recv()
-    assert (error["msg"], error["observer"], error["code"]) == ("error", own, "gone")
+    assert (error["msg"], error["observer"], error["code"]) == ("error", broken, "error")
     live.wait_for(lambda: live.evaluations(items) == 4)
 
     settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "QUEUE": idle_queue}
@@ -65,15 +60,15 @@ def test_status_json_reports_the_numbers_the_test_created(
         "polling": 1,
     }
     assert data["queue"] == {"name": idle_queue, "depth": 3}
-    assert data["evaluations"] == 4  # three changes and one unchanged evaluation
+    assert data["evaluations"] == 4  # four changes; the raising evaluation is not counted
     timing = data["evaluation_ms"]
     assert timing["samples"] == 4
     assert 0 < timing["p50"] <= timing["p99"]
     assert [(e["observer"], e["code"], e["view"]) for e in data["errors"]] == [
-        (own, "gone", "tests.testapp.views.OwnItemViewSet")
+        (broken, "error", "tests.testapp.security_views.ExplodingViewSet")
     ]
 
     table = status()
     assert re.search(r"^  polling observers +1$", table, re.M)
     assert re.search(rf"^  queue '{idle_queue}' +3$", table, re.M)
-    assert "gone" in table and own[:12] in table
+    assert "error" in table and broken[:12] in table

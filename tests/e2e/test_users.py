@@ -38,8 +38,11 @@ def test_http_user_must_match_the_socket_user(live):
     bob = User.objects.create_user("bob")
     alice_sock = live.socket(live.login(alice))
     response = live.http(live.login(bob)).get(f"/api/own/?observe={alice_sock.id}")
-    assert response.status_code == 403
-    assert "another user" in response.json()["detail"]
+    # The answer an unknown id gets: nobody learns which ids are live.
+    unknown = live.http(live.login(bob)).get("/api/own/?observe=no-such-socket")
+    assert response.status_code == unknown.status_code == 400
+    assert response.json() == unknown.json()
+    assert "Unknown subscriber id" in response.json()["observe"][0]
     assert live.redis.keys("rc:obs:*") == []
 
 
@@ -47,7 +50,8 @@ def test_anonymous_socket_cannot_be_used_by_a_logged_in_request(live):
     alice = User.objects.create_user("alice")
     sock = live.socket()
     response = live.http(live.login(alice)).get(f"/api/items/?observe={sock.id}")
-    assert response.status_code == 403
+    assert response.status_code == 400
+    assert live.redis.keys("rc:obs:*") == []
 
 
 def test_permission_denied_view_subscribes_nothing(live):

@@ -106,6 +106,9 @@ REACTIVE_CELERY = {
     # Dedicated processes of the operations tests: a fast sweep, a queue of their own.
     "SWEEP_INTERVAL": float(os.environ.get("REACTIVE_TEST_SWEEP_INTERVAL", "30")),
     "QUEUE": os.environ.get("REACTIVE_TEST_QUEUE") or None,
+    # The fuzz tests send frames as fast as answers come back; the flood test lowers it.
+    "FRAME_RATE": float(os.environ.get("REACTIVE_TEST_FRAME_RATE", "10000")),
+    "MAX_SOCKETS_PER_ADDRESS": int(os.environ.get("REACTIVE_TEST_MAX_SOCKETS_PER_ADDRESS", "1000")),
 }
 
 LOGGING = {

@@ -60,8 +60,9 @@ def test_drop_takes_the_observer_off_every_subscriber_and_table(store_redis):
 
 def test_release_keeps_an_observer_others_follow_and_drops_it_after_the_last(store_redis):
     observers.save("o1", **FIELDS, version=1)
-    subscribers.subscribe("o1", "sub-a-1234")
-    subscribers.subscribe("o1", "sub-b-1234")
+    for sid in ("sub-a-1234", "sub-b-1234"):
+        subscribers.register(sid, f"chan-{sid}", "")
+        assert subscribers.subscribe("o1", sid)
     assert observers.release("o1", "sub-a-1234") is None
     assert subscribers.followers("o1") == {"sub-b-1234"}
     assert observers.release("o1", "sub-b-1234") == []
@@ -70,6 +71,7 @@ def test_release_keeps_an_observer_others_follow_and_drops_it_after_the_last(sto
 
 def test_release_reads_again_when_a_subscriber_joins_meanwhile(store_redis):
     observers.save("o1", **FIELDS, version=1)
+    subscribers.register("sub-a-1234", "chan-a", "")
     subscribers.subscribe("o1", "sub-a-1234")
     # A stale read: the script is handed no subscriber keys, finds one, and is retried.
     script = store_redis.register_script(observers._RELEASE)

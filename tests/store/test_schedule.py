@@ -7,6 +7,7 @@ from reactive_celery.store import observers, schedule, subscribers
 
 def polling_observer(oid: str, interval: float = 1, subscriber: str = "sub12345") -> None:
     observers.save(oid, spec="{}", items=[], meta={}, version=1, tables=[], creator="")
+    subscribers.register(subscriber, f"chan-{subscriber}", "")
     subscribers.subscribe(oid, subscriber)
     schedule.schedule(oid, interval)
 

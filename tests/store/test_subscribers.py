@@ -36,8 +36,10 @@ def test_heartbeat_renews_its_own_socket_only(store_redis):
 
 
 def test_counts_and_membership(store_redis):
+    assert not subscribers.subscribe("o1", "sub12345")  # no live socket holds the id
+    subscribers.register("sub12345", "chan", "")
     for oid in ("o1", "o2"):
-        subscribers.subscribe(oid, "sub12345")
+        assert subscribers.subscribe(oid, "sub12345")
     assert subscribers.count("sub12345") == 2
     assert subscribers.follows("sub12345", "o2") and not subscribers.follows("sub12345", "o3")
     assert subscribers.followers("o1") == {"sub12345"}

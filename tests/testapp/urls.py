@@ -1,6 +1,7 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from . import ops_views, views
+from . import ops_views, security_views, views
 
 router = DefaultRouter()
 router.register("items", views.ItemViewSet)
@@ -14,5 +15,9 @@ router.register("slow", views.SlowItemViewSet, basename="slow")
 router.register("throttled", views.ThrottledItemViewSet, basename="throttled")
 router.register("ticks", ops_views.TickViewSet, basename="ticks")
 router.register("stalling", ops_views.StallingItemViewSet, basename="stalling")
+router.register("shared-staff", security_views.SharedStaffViewSet, basename="shared-staff")
+router.register("wrongly-shared", security_views.WronglySharedOwnViewSet, basename="wrongly")
+router.register("basic-only", security_views.BasicOnlyViewSet, basename="basic-only")
+router.register("exploding", security_views.ExplodingViewSet, basename="exploding")
 
-urlpatterns = router.urls
+urlpatterns = [*router.urls, path("logout/", security_views.logout_view)]
