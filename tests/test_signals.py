@@ -154,3 +154,13 @@ def test_a_failing_enqueue_is_logged_and_does_not_raise(store_redis, broker, cap
     (record,) = caplog.records
     assert "could not queue evaluations for tables ['testapp_item']" in record.getMessage()
     assert record.exc_info is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_writes_and_notify_queue_at_once(store_redis, broker):
+    observing("o1", "testapp_item")
+    notify(Item)
+    assert [m["args"] for m in broker.messages()] == [["o1"]]
+    store_redis.delete("rc:queued:o1")  # its evaluate task started
+    Item.objects.create(name="autocommit")
+    assert [m["args"] for m in broker.messages()] == [["o1"], ["o1"]]
