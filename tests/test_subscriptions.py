@@ -1,0 +1,246 @@
+"""Joining and leaving observers: ``?observe=``, a socket's subscribe, unsubscribe.
+
+Requests come from DRF's ``APIRequestFactory``; subscribers are registered in
+the real Redis with a channel on the real layer, as a socket's consumer does.
+"""
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from rest_framework.test import APIRequestFactory, force_authenticate
+
+from reactive_celery import observer, subscriptions
+from reactive_celery.exceptions import Refused
+from reactive_celery.store import observers, subscribers
+from tests.conftest import MARKER
+from tests.testapp import ops_views, views
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db
+
+SID = "subscriber-1"
+
+
+def get(view_class, path, sid=SID, user=None, **query):
+    request = APIRequestFactory().get(path, {"observe": sid, **query} if sid else query)
+    if user is not None:
+        force_authenticate(request, user)
+    return view_class.as_view({"get": "list"})(request)
+
+
+def test_an_observing_get_registers_the_subscription(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    item = Item.objects.create(name="a")
+    response = get(views.ItemViewSet, "/api/items/")
+    assert response.status_code == 200
+    data = response.data
+    assert set(data) == {"observer", "version", "items", "primary_key"}
+    assert data["primary_key"] == "id"
+    assert [row["id"] for row in data["items"]] == [item.pk]
+    oid = data["observer"]
+    stored = observers.load(oid)
+    assert (stored.version, stored.items) == (data["version"], data["items"])
+    assert "testapp_item" in stored.tables
+    assert subscribers.follows(SID, oid) and subscribers.followers(oid) == {SID}
+    assert not store_redis.exists(f"rc:lock:{oid}")
+    assert store_redis.zcard("rc:watch") == 0
+    # The socket joined the group: the next push reaches it.
+    Item.objects.create(name="b")
+    observer.evaluate(oid)
+    assert listener.receive()["version"] == data["version"] + 1
+
+
+def test_a_get_without_observe_answers_as_before(store_redis):
+    Item.objects.create(name="a")
+    response = get(views.ItemViewSet, "/api/items/", sid=None)
+    assert [row["name"] for row in response.data] == ["a"]
+    assert store_redis.keys("rc:*") == []
+
+
+@pytest.mark.parametrize("sid", ["short", "has spaces in it", "x" * 65, "semi;colon1"])
+def test_a_malformed_subscriber_id_is_400(store_redis, sid):
+    response = get(views.ItemViewSet, "/api/items/", sid=sid)
+    assert response.status_code == 400
+    assert "Malformed subscriber id" in str(response.data["observe"][0])
+
+
+def test_an_unknown_subscriber_id_is_400(store_redis):
+    response = get(views.ItemViewSet, "/api/items/", sid="never-registered")
+    assert response.status_code == 400
+    assert "open the WebSocket" in str(response.data["observe"][0])
+
+
+def test_another_users_subscriber_id_is_403(store_redis, listener):
+    owner = User.objects.create(username="owner")
+    subscribers.register(SID, listener.channel, str(owner.pk))
+    response = get(views.ItemViewSet, "/api/items/")  # anonymous
+    assert response.status_code == 403
+    other = User.objects.create(username="other")
+    assert get(views.ItemViewSet, "/api/items/", user=other).status_code == 403
+    assert get(views.ItemViewSet, "/api/items/", user=owner).status_code == 200
+    assert subscribers.count(SID) == 1
+
+
+def test_a_refused_view_answers_as_it_would_and_stores_nothing(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    response = get(views.OwnItemViewSet, "/api/own/")
+    assert response.status_code == 403
+    assert store_redis.keys("rc:obs:*") == []
+    assert subscribers.count(SID) == 0
+
+
+def test_each_user_gets_an_observer_of_their_own(store_redis, listener):
+    alice, bob = User.objects.create(username="alice"), User.objects.create(username="bob")
+    subscribers.register("alice-socket", listener.channel, str(alice.pk))
+    subscribers.register("bob-socket", listener.channel, str(bob.pk))
+    Item.objects.create(name="hers", owner=alice)
+    hers = get(views.OwnItemViewSet, "/api/own/", sid="alice-socket", user=alice).data
+    his = get(views.OwnItemViewSet, "/api/own/", sid="bob-socket", user=bob).data
+    assert hers["observer"] != his["observer"]
+    assert ([row["name"] for row in hers["items"]], his["items"]) == (["hers"], [])
+
+
+def test_a_second_subscriber_shares_the_observer_at_its_version(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    subscribers.register("subscriber-2", "specific.other!chan", "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+    assert (second["observer"], second["version"]) == (first["observer"], first["version"])
+    assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
+    assert listener.next_after_marker() == MARKER  # nothing changed: nothing pushed
+
+
+def test_the_observe_parameter_stays_out_of_pagination_links(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    Item.objects.bulk_create([Item(name=str(i)) for i in range(6)])
+    data = get(views.PagedItemViewSet, "/api/paged/").data
+    assert data["count"] == 6 and len(data["items"]) == 5
+    assert data["next"] == "http://testserver/api/paged/?page=2"
+    assert data["previous"] is None
+
+
+def test_a_polling_view_is_scheduled(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    name = f"subscriptions-{SID}"
+    try:
+        data = get(ops_views.TickViewSet, "/api/ticks/", name=name).data
+    finally:
+        ops_views.ticks().delete(f"tick:{name}")
+    assert data["primary_key"] == "name"
+    assert store_redis.zscore("rc:poll", data["observer"]) is not None
+    assert store_redis.hget(f"rc:obs:{data['observer']}", "poll") == "1.0"
+
+
+# --- a socket's subscribe ---------------------------------------------------------
+
+
+def subscribe(url, user=None, since=None, sid=SID):
+    return subscriptions.subscribe_url(
+        url, sid, user or AnonymousUser(), "testserver", False, since, "127.0.0.1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://elsewhere.example/api/items/", "bad_url"),
+        ("//elsewhere.example/api/items/", "bad_url"),
+        ("api/items/", "bad_url"),
+        ("/api/nothing-here/", "not_found"),
+        ("/api/plain/", "not_reactive"),
+        ("/api/staff/", "forbidden"),  # 403 from the view
+        ("/api/own/", "forbidden"),  # anonymous: not authenticated
+        ("/api/items/999999/", "not_found"),  # 404 from retrieve
+    ],
+)
+def test_a_refused_socket_subscribe_names_its_error(store_redis, listener, url, code):
+    subscribers.register(SID, listener.channel, "")
+    with pytest.raises(Refused) as refused:
+        subscribe(url)
+    assert refused.value.code == code
+    assert refused.value.message
+    assert store_redis.keys("rc:obs:*") == []
+
+
+def test_a_socket_subscribe_with_an_unknown_subscriber_is_bad_message(store_redis):
+    with pytest.raises(Refused) as refused:
+        subscribe("/api/items/", sid="never-registered")
+    assert refused.value.code == "bad_message"
+
+
+def test_a_socket_subscribe_runs_the_view_with_its_own_subscriber_id(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    Item.objects.create(name="a", enabled=True)
+    Item.objects.create(name="b", enabled=False)
+    data = subscribe("/api/items/?enabled=true&observe=someone-elses-id")
+    assert [row["name"] for row in data["items"]] == ["a"]
+    assert subscribers.follows(SID, data["observer"])
+    assert not subscribers.follows("someone-elses-id", data["observer"])
+
+
+def test_a_resume_gets_the_diffs_it_missed(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    first = subscribe("/api/items/")
+    Item.objects.create(name="a")
+    observer.evaluate(first["observer"])
+    resumed = subscribe("/api/items/", since=first["version"])
+    assert resumed["version"] == first["version"] + 1
+    assert "items" not in resumed
+    assert [d["version"] for d in resumed["diffs"]] == [resumed["version"]]
+    assert resumed["diffs"][0]["changes"][0]["msg"] == "added"
+    up_to_date = subscribe("/api/items/", since=resumed["version"])
+    assert up_to_date["diffs"] == []
+
+
+def test_a_resume_from_an_unknown_version_is_a_reset(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    first = subscribe("/api/items/")
+    Item.objects.create(name="a")
+    resumed = subscribe("/api/items/", since=first["version"] - 5)
+    assert resumed["reset"] is True
+    assert [row["name"] for row in resumed["items"]] == ["a"]
+    assert "diffs" not in resumed
+
+
+def test_a_resume_of_a_lost_observer_is_a_reset(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    resumed = subscribe("/api/items/", since=12)
+    assert resumed["reset"] is True and resumed["items"] == []
+
+
+# --- unsubscribe ------------------------------------------------------------------
+
+
+def test_unsubscribe_ends_the_subscription_and_leaves_the_group(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    subscribers.register("subscriber-2", "specific.other!chan", "")
+    oid = subscribe("/api/items/")["observer"]
+    subscribe("/api/items/", sid="subscriber-2")
+    subscriptions.unsubscribe(oid, subscribers.get(SID))
+    assert not subscribers.follows(SID, oid)
+    assert subscribers.followers(oid) == {"subscriber-2"}  # kept for the other one
+    Item.objects.create(name="a")
+    observer.evaluate(oid)  # pushes a diff to the group, which this socket left
+    assert listener.next_after_marker() == MARKER
+
+
+def test_the_last_unsubscribe_drops_the_observer(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    oid = subscribe("/api/items/")["observer"]
+    subscriptions.unsubscribe(oid, subscribers.get(SID))
+    assert observers.load(oid) is None
+    assert store_redis.keys("rc:dep:*") == []
+
+
+def test_user_key_is_the_pk_or_empty_for_anonymous():
+    user = User.objects.create(username="u")
+    assert subscriptions.user_key(user) == str(user.pk)
+    assert subscriptions.user_key(AnonymousUser()) == ""
+    assert subscriptions.user_key(None) == ""
+
+
+def test_the_subscribed_socket_hears_when_its_observer_stops(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    oid = subscribe("/api/items/")["observer"]
+    observer.stop(oid, "gone", "bye")
+    message = listener.receive()
+    assert (message["observer"], message["code"]) == (oid, "gone")
