@@ -4,11 +4,20 @@ Receivers only remember the tables a transaction wrote. One ``on_commit``
 callback per transaction and database does a single Redis lookup and enqueues
 each dependent observer that is not already queued. A rollback drops the
 callback, so nothing is sent.
+
+The write is committed whatever happens next, so a commit whose enqueue fails
+(Redis or the broker unreachable) is not lost: its tables (and observers
+marked queued but not sent) stay in this process and are retried after
+``RETRY_DELAYS`` (about 30 s in all) and with this process's next commit,
+which ever comes first. Each failure logs one line. A process that exits
+before Redis comes back loses them (the next write to the table catches up).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,9 +29,12 @@ from .dependencies import tables_for, tables_of_model
 from .store import locks
 from .tasks import enqueue_evaluation
 
-__all__ = ["connect", "disconnect", "enqueue_dependents", "mark", "notify"]
+__all__ = ["RETRY_DELAYS", "connect", "disconnect", "enqueue_dependents", "mark", "notify"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds before each retry of a failed enqueue; after the last, the next commit retries.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 _M2M_ACTIONS = frozenset({"post_add", "post_remove", "post_clear"})
 
@@ -38,21 +50,103 @@ class _PendingTables:
         enqueue_dependents(tables)
 
 
-def enqueue_dependents(tables: set[str]) -> list[str]:
-    """Queue one evaluation for each observer of ``tables`` not already queued."""
-    try:
-        _, queued = locks.queue_dependents(tables)
-        for oid in queued:
-            enqueue_evaluation(oid)
-    except Exception:
-        # The write is committed; failing the caller would not undo it. Say what was lost.
-        logger.exception(
-            "reactive_celery could not queue evaluations for tables %s; "
-            "their observers miss this change until the next one.",
-            sorted(tables),
+class _Retry:
+    """What failed enqueues left behind in this process, and the timer that retries them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tables: set[str] = set()
+        #: Marked queued in Redis, their task not sent: sent as they are, never looked up again.
+        self.observers: list[str] = []
+        self.attempt = 0
+        self.timer: threading.Timer | None = None
+
+    def take(self, tables: Iterable[str]) -> tuple[set[str], list[str]]:
+        """Called by each enqueue: its tables plus everything pending, which it now owns."""
+        with self.lock:
+            tables = set(tables) | self.tables
+            observers, self.tables, self.observers = self.observers, set(), []
+        return tables, observers
+
+    def keep(self, tables: set[str], observers: list[str], exc: Exception) -> None:
+        """Called when an enqueue failed: keep what it did not do, retry later, say so."""
+        with self.lock:
+            self.tables |= tables
+            self.observers += [oid for oid in observers if oid not in self.observers]
+            what = (
+                ("tables", sorted(self.tables))
+                if self.tables
+                else ("observers", list(self.observers))
+            )
+            if self.timer is not None:
+                when = "a retry is scheduled"
+            elif self.attempt < len(RETRY_DELAYS):
+                delay = RETRY_DELAYS[self.attempt]
+                self.attempt += 1
+                self.timer = threading.Timer(delay, self.run)
+                self.timer.daemon = True
+                self.timer.start()
+                when = f"retrying in {delay:g} s"
+            else:
+                when = "retrying with this process's next commit"
+        logger.error(
+            "reactive_celery could not queue evaluations for %s %s (%s: %s); %s",
+            *what,
+            type(exc).__name__,
+            exc,
+            when,
+            extra={"tables": sorted(tables), "observers": list(observers)},
         )
-        return []
-    return queued
+
+    def done(self) -> None:
+        """Called after an enqueue that succeeded: with nothing pending, stop retrying."""
+        with self.lock:
+            if self.tables or self.observers:
+                return
+            self.attempt = 0
+            timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def run(self) -> None:
+        """The timer's thread: retry what is pending."""
+        with self.lock:
+            self.timer = None
+        enqueue_dependents(set())
+
+    def after_fork(self) -> None:
+        """A forked child owns no timer, and leaves what is pending to its parent."""
+        self.lock = threading.Lock()
+        self.tables, self.observers, self.attempt, self.timer = set(), [], 0, None
+
+
+_retry = _Retry()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_retry.after_fork)
+
+
+def enqueue_dependents(tables: set[str]) -> list[str]:
+    """Queue one evaluation for each observer of ``tables`` not already queued.
+
+    Called on commit. Tables and observers a failed call left behind go along.
+    Returns the observers sent.
+    """
+    tables, observers = _retry.take(tables)
+    sent: list[str] = []
+    try:
+        if tables:
+            _, fresh = locks.queue_dependents(tables)
+            tables = set()  # looked up and marked: from now on only the sends are owed
+            observers += [oid for oid in fresh if oid not in observers]
+        while observers:
+            enqueue_evaluation(observers[0])
+            sent.append(observers.pop(0))
+    except Exception as exc:
+        # The write is committed; failing the caller would not undo it. Retry instead.
+        _retry.keep(tables, observers, exc)
+        return sent
+    _retry.done()
+    return sent
 
 
 def mark(tables: Iterable[str], using: str | None = None) -> None:

@@ -2,7 +2,8 @@
 
     reactive_celery.evaluate   evaluate one observer (sent on commit, by poll, by retries)
     reactive_celery.poll       sent by beat every second: enqueue due polling observers
-    reactive_celery.sweep      sent by beat every SWEEP_INTERVAL: remove what dead sockets left
+    reactive_celery.sweep      sent by beat every SWEEP_INTERVAL: remove what dead sockets left,
+                               requeue observers whose evaluation died with its worker
 
 Imported by ``AppConfig.ready()``, so every Celery app of the project knows
 the tasks without a list to copy. Arguments are observer ids only (JSON).
@@ -17,6 +18,7 @@ from celery import shared_task
 from . import observer
 from .conf import reactive_settings
 from .store import schedule
+from .store.sweep import requeue_crashed
 from .store.sweep import sweep as sweep_store
 
 __all__ = ["enqueue_evaluation", "evaluate", "poll", "sweep"]
@@ -66,5 +68,14 @@ def poll() -> int:
 
 @shared_task(name="reactive_celery.sweep", ignore_result=True, serializer="json")
 def sweep() -> dict[str, int]:
-    """Sent by beat every ``SWEEP_INTERVAL`` seconds: run the store's sweep."""
-    return sweep_store()
+    """Sent by beat every ``SWEEP_INTERVAL`` seconds: run the store's sweep, requeue crashes.
+
+    A worker killed mid-evaluation leaves its task unacked for the broker's
+    visibility timeout; this sends a new one as soon as the observer's lock expires.
+    """
+    report = sweep_store()
+    requeued = requeue_crashed()
+    for oid in requeued:
+        enqueue_evaluation(oid)
+    report["requeued"] = len(requeued)
+    return report

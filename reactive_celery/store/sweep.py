@@ -6,6 +6,15 @@ sweep then takes that subscriber out of its observers, drops observers left
 without subscribers (result, replay buffer, dependency entries, poll entry),
 and removes dependency and poll entries that name vanished observers.
 
+A worker killed with its whole process group (SIGKILL, OOM, a lost machine)
+leaves its task unacked in the broker until the visibility timeout (an hour
+by default) and the observer's ``starts`` counter and lock behind it.
+``requeue_crashed()`` finds such observers once the lock has expired (an
+evaluation started and never finished, or a change marked it dirty), marks
+each queued and returns it; the ``reactive_celery.sweep`` task sends one
+evaluation for each, so the change is delivered within the lock's lifetime
+plus one ``SWEEP_INTERVAL``.
+
 Beat sends ``reactive_celery.sweep`` every ``SWEEP_INTERVAL`` seconds; tests
 and operators may call ``sweep()`` directly. Every step re-checks inside one
 Redis script, and an observer is dropped only while its lock is free, so a
@@ -21,10 +30,11 @@ from collections.abc import Iterator
 
 import redis
 
+from ..conf import queued_ttl
 from . import keys, locks, observers
 from .connection import client
 
-__all__ = ["BATCH", "LOCK_MS", "sweep"]
+__all__ = ["BATCH", "LOCK_MS", "requeue_crashed", "sweep"]
 
 logger = logging.getLogger("reactive_celery.sweep")  # the name docs/operations.md gives
 
@@ -92,6 +102,21 @@ for i = 2, #ARGV do
   end
 end
 return removed
+"""
+
+
+# KEYS: obs:<oid>, lock:<oid>, queued:<oid>, starts:<oid>, dirty:<oid>. ARGV: queued ttl (s).
+# 1: its evaluation died (no lock, no task waiting, yet started or dirty); marked queued.
+_REQUEUE_CRASHED = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- Left by an observer dropped since: nothing to evaluate.
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return 0
+end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
+return 1
 """
 
 
@@ -180,6 +205,38 @@ def _prune(r: redis.Redis, pattern: str, kind: str, report_key: str, report: Cou
                 script_keys += [keys.observer(oid), keys.observer_subscribers(oid)]
             script(keys=script_keys, args=[kind, *oids], client=pipe)
         report[report_key] += sum(pipe.execute())
+
+
+def requeue_crashed() -> list[str]:
+    """Observers whose evaluation died with its worker, each marked queued; one task each.
+
+    Called by the ``reactive_celery.sweep`` task after ``sweep()``, which sends
+    the evaluations. An observer whose lock is held (an evaluation in progress,
+    or one whose lock has not expired yet) or that has a task waiting is left alone.
+    """
+    r = client()
+    script = r.register_script(_REQUEUE_CRASHED)
+    candidates: set[str] = set()
+    for kind in ("starts", "dirty"):
+        for names in _batches(r, keys.pattern(kind, "*")):
+            candidates.update(_id_in(name) for name in names)
+    oids = sorted(candidates)
+    requeued: list[str] = []
+    ttl = queued_ttl()
+    for start in range(0, len(oids), BATCH):
+        batch = oids[start : start + BATCH]
+        pipe = r.pipeline(transaction=False)
+        for oid in batch:
+            names = [keys.observer(oid), keys.lock(oid), keys.queued(oid)]
+            script(keys=[*names, keys.starts(oid), keys.dirty(oid)], args=[ttl], client=pipe)
+        requeued += [oid for oid, done in zip(batch, pipe.execute(), strict=True) if done == 1]
+    for oid in requeued:
+        logger.warning(
+            "Requeued observer %s: its evaluation never finished (worker lost)",
+            oid,
+            extra={"observer": oid},
+        )
+    return requeued
 
 
 def sweep() -> dict[str, int]:

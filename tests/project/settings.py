@@ -16,6 +16,9 @@ _redis = REDIS_URL.rstrip("/")
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+# Origins other than a page's own that may open sockets (a dedicated server of the origin tests).
+CSRF_TRUSTED_ORIGINS = os.environ.get("REACTIVE_TEST_CSRF_TRUSTED_ORIGINS", "").split(",")
+CSRF_TRUSTED_ORIGINS = [origin for origin in CSRF_TRUSTED_ORIGINS if origin]
 USE_TZ = True
 ROOT_URLCONF = "tests.project.urls"
 ASGI_APPLICATION = "tests.project.asgi.application"
@@ -92,7 +95,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above the longest countdown a retry waits in a worker (the lock's lifetime,
     # EVALUATION_TIME_LIMIT + 5 s): a shorter one redelivers waiting retries forever.
-    "visibility_timeout": 20,
+    # The recovery test's processes raise it (300 s) so only the sweep can explain a recovery.
+    "visibility_timeout": float(os.environ.get("REACTIVE_TEST_VISIBILITY_TIMEOUT", "20")),
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }

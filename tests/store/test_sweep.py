@@ -5,7 +5,7 @@ import time
 import pytest
 
 from reactive_celery.store import locks, observers, schedule, subscribers
-from reactive_celery.store.sweep import sweep
+from reactive_celery.store.sweep import requeue_crashed, sweep
 
 
 @pytest.fixture
@@ -105,3 +105,77 @@ def test_a_reconnected_subscriber_is_not_forgotten(store_redis, short_lived):
     sweep()
     assert subscribers.followers("o1") == {"back1234"}
     assert subscribers.follows("back1234", "o1")
+
+
+def crashed_evaluation(store_redis, oid: str) -> None:
+    """An evaluation that took the lock and died: the lock then expires in Redis."""
+    assert locks.begin(oid, "dead-worker").acquired
+    store_redis.pexpire(f"rc:lock:{oid}", 1)
+    time.sleep(0.01)
+    assert not store_redis.exists(f"rc:lock:{oid}")
+
+
+def test_an_evaluation_that_never_finished_is_requeued_once_its_lock_expired(store_redis, caplog):
+    subscribers.register("alive1234", "chan-a", "")
+    observer("o1", ("t",), "alive1234")
+    assert locks.begin("o1", "dead-worker").acquired
+    assert requeue_crashed() == []  # the lock still holds: it may be running
+
+    store_redis.pexpire("rc:lock:o1", 1)
+    time.sleep(0.01)
+    assert requeue_crashed() == ["o1"]
+    assert store_redis.get("rc:queued:o1") == "1"
+    assert 0 < store_redis.ttl("rc:queued:o1") <= 30
+    assert "Requeued observer o1" in caplog.text
+    assert requeue_crashed() == []  # queued: the task sent for it is on its way
+
+    # That task starts and finishes: nothing is left to requeue.
+    begun = locks.begin("o1", "new-worker")
+    assert begun.acquired and begun.starts == 2  # the crash cap still counts the crash
+    assert locks.finish("o1", "new-worker") == 0
+    locks.clear_starts("o1")
+    assert requeue_crashed() == []
+
+
+def test_a_change_marked_dirty_under_a_dead_lock_is_requeued(store_redis):
+    subscribers.register("alive1234", "chan-a", "")
+    observer("o1", ("t",), "alive1234")
+    with locks.observer_lock("o1") as held:
+        assert not locks.begin("o1", "a-task").acquired  # a change: dirty for the holder
+        assert not store_redis.exists("rc:starts:o1")  # only the dirty flag tells
+        assert requeue_crashed() == []
+        store_redis.pexpire("rc:lock:o1", 1)  # the holder dies
+        time.sleep(0.01)
+        assert requeue_crashed() == ["o1"]
+    assert held.changed_meanwhile is False  # the lock was no longer its own
+
+
+def test_finished_evaluations_and_waiting_tasks_are_not_requeued(store_redis):
+    subscribers.register("alive1234", "chan-a", "")
+    observer("done", ("t",), "alive1234")
+    observer("waiting", ("t",), "alive1234")
+    assert locks.begin("done", "w").acquired
+    locks.finish("done", "w")
+    locks.clear_starts("done")
+    crashed_evaluation(store_redis, "waiting")
+    assert locks.queue(["waiting"]) == ["waiting"]  # a task for it waits in the broker
+    assert requeue_crashed() == []
+
+
+def test_leftovers_of_a_dropped_observer_are_removed_not_requeued(store_redis):
+    crashed_evaluation(store_redis, "gone")
+    store_redis.set("rc:dirty:gone", "1", px=60000)
+    assert requeue_crashed() == []
+    assert not store_redis.exists("rc:starts:gone", "rc:dirty:gone", "rc:queued:gone")
+
+
+def test_many_crashed_observers_are_requeued_in_batches(store_redis, monkeypatch):
+    import reactive_celery.store.sweep as store_sweep
+
+    monkeypatch.setattr(store_sweep, "BATCH", 3)
+    subscribers.register("alive1234", "chan-a", "")
+    oids = [f"o{i}" for i in range(7)]
+    for oid in oids:
+        observer(oid, ("t",), "alive1234")
+        crashed_evaluation(store_redis, oid)
+    assert requeue_crashed() == sorted(oids)
