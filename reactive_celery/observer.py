@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from . import broadcast, protocol
 from .conf import reactive_settings
-from .diff import diff
+from .diff import diff, index_by_key
 from .evaluation import Result, evaluate_spec, permitted
 from .exceptions import ObserverError, ObserverForbidden, ObserverGone
 from .spec import ObserverSpec
@@ -177,6 +177,8 @@ def publish(
     catch-up diff and the new socket starts at the returned version. Raises
     ``ValueError`` when items lack unique primary keys.
     """
+    if stored is None:
+        index_by_key(result.items, spec.primary_key)  # the first result is held to it too
     changes = diff(stored.items, result.items, spec.primary_key) if stored else []
     if stored is None:
         # A re-created observer must never repeat a version a client still holds:

@@ -92,3 +92,15 @@ def listener():
     channel = Listener()
     yield channel
     channel.close()
+
+
+@pytest.fixture(autouse=True)
+def no_retry_left_behind():
+    """An enqueue retry pending in this process must not fire into the next test."""
+    yield
+    from reactive_celery import signals
+
+    retry = signals._retry
+    if retry.timer is not None:
+        retry.timer.cancel()
+    retry.after_fork()  # forget what is pending, as a fresh process would

@@ -14,11 +14,13 @@ from django.db import OperationalError, connection
 from django.urls import path
 from rest_framework import viewsets
 from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
 
-from reactive_celery import broadcast, observer, protocol
+from reactive_celery import broadcast, observer, protocol, reactive
 from reactive_celery.evaluation import Result
+from reactive_celery.exceptions import ConfigurationError
 from reactive_celery.spec import ObserverSpec
-from reactive_celery.store import locks, observers, stats
+from reactive_celery.store import locks, observers, stats, subscribers
 from reactive_celery.store.connection import now_ms
 from tests.conftest import MARKER, Listener
 from tests.testapp.models import Item
@@ -166,7 +168,7 @@ def test_evaluate_of_an_observer_that_is_gone_does_nothing(store_redis):
 
 
 @pytest.mark.django_db
-def test_evaluate_runs_as_the_spec_user_or_else_the_creator(store_redis):
+def test_evaluate_runs_as_the_spec_user_and_a_shared_observer_as_no_one(store_redis):
     alice, bob = User.objects.create(username="alice"), User.objects.create(username="bob")
     Item.objects.create(name="hers", owner=alice)
     Item.objects.create(name="his", owner=bob)
@@ -175,7 +177,8 @@ def test_evaluate_runs_as_the_spec_user_or_else_the_creator(store_redis):
     observer.evaluate(per_user)
     observer.evaluate(shared)
     assert [row["name"] for row in observers.load(per_user).items] == ["hers"]
-    assert [row["name"] for row in observers.load(shared).items] == ["his"]
+    # Never the creator's rows: as no one, this user-filtered view cannot be computed.
+    assert observers.load(shared) is None
 
 
 def stopped(oid: str, listener: Listener) -> tuple[str, dict]:
@@ -226,7 +229,16 @@ class TeapotViewSet(viewsets.ViewSet):
         return Response({"detail": "short and stout"}, status=418)
 
 
-urlpatterns = [path("teapot/", TeapotViewSet.as_view({"get": "list"}))]
+@reactive(primary_key="name")
+class DuplicateNamesViewSet(viewsets.ViewSet):
+    def list(self, request):
+        return Response([{"name": "twin"}, {"name": "twin"}])
+
+
+urlpatterns = [
+    path("teapot/", TeapotViewSet.as_view({"get": "list"})),
+    path("twins/", DuplicateNamesViewSet.as_view({"get": "list"})),
+]
 
 
 @pytest.mark.django_db
@@ -245,8 +257,13 @@ def test_a_view_that_raises_stops_the_observer_and_logs_it(store_redis, listener
     oid = create(spec_for())
     with connection.execute_wrapper(database_down):
         code, message = stopped(oid, listener)
-    assert code == "error" and "see the server log" in message["message"]
-    assert any(r.exc_info and r.name == "reactive_celery.tasks" for r in caplog.records)
+    assert code == "error" and "(error " in message["message"]
+    assert "database is locked" not in message["message"]  # the detail stays in the log
+    error_id = message["message"].split("(error ")[1].rstrip(").")
+    assert any(
+        r.exc_info and r.name == "reactive_celery.tasks" and error_id in r.getMessage()
+        for r in caplog.records
+    )
 
 
 @pytest.mark.django_db
@@ -390,3 +407,21 @@ def test_stop_drops_the_observer_records_why_and_tells_the_group(store_redis, li
         "gone",
         "bye",
     )
+
+
+def test_the_first_publish_refuses_items_without_unique_primary_keys(store_redis):
+    spec = spec_for()
+    with pytest.raises(ValueError):
+        observer.publish(spec.id, spec, Result([{"id": 1}, {"id": 1}]), stored=None)
+    assert observers.load(spec.id) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.urls(__name__)
+def test_the_first_subscriber_of_a_view_with_duplicate_keys_is_refused(store_redis):
+    subscribers.register("subscriber-1", "specific.x!y", "")
+    view = DuplicateNamesViewSet.as_view({"get": "list"})
+    request = APIRequestFactory().get("/twins/", {"observe": "subscriber-1"})
+    with pytest.raises(ConfigurationError, match="appears twice"):
+        view(request)
+    assert subscribers.count("subscriber-1") == 0  # the refused subscribe left nothing

@@ -69,13 +69,14 @@ def test_an_unknown_subscriber_id_is_400(store_redis):
     assert "open the WebSocket" in str(response.data["observe"][0])
 
 
-def test_another_users_subscriber_id_is_403(store_redis, listener):
+def test_another_users_subscriber_id_gets_the_answer_of_an_unknown_one(store_redis, listener):
     owner = User.objects.create(username="owner")
     subscribers.register(SID, listener.channel, str(owner.pk))
     response = get(views.ItemViewSet, "/api/items/")  # anonymous
-    assert response.status_code == 403
+    assert response.status_code == 400
+    assert "Unknown subscriber id" in str(response.data)
     other = User.objects.create(username="other")
-    assert get(views.ItemViewSet, "/api/items/", user=other).status_code == 403
+    assert get(views.ItemViewSet, "/api/items/", user=other).status_code == 400
     assert get(views.ItemViewSet, "/api/items/", user=owner).status_code == 200
     assert subscribers.count(SID) == 1
 

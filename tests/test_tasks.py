@@ -63,6 +63,7 @@ def test_a_contended_evaluate_sends_its_retry_to_the_broker(store_redis, broker)
 
 def polling(oid: str, interval: float = 5) -> None:
     observers.save(oid, spec="{}", items=[], meta={}, version=1, tables=[], creator="")
+    subscribers.register("sub12345", "chan", "")
     subscribers.subscribe(oid, "sub12345")
     schedule.schedule(oid, interval)
 
@@ -79,7 +80,9 @@ def test_poll_enqueues_each_due_observer_and_returns_the_count(store_redis, brok
 
 def test_sweep_returns_what_it_removed(store_redis):
     observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
-    subscribers.subscribe("o1", "dead-sub-1")  # its socket's key expired long ago
+    subscribers.register("dead-sub-1", "chan", "")
+    subscribers.subscribe("o1", "dead-sub-1")
+    store_redis.delete("rc:sub:dead-sub-1")  # its socket's key expired long ago
     store_redis.sadd("rc:dep:t", "vanished")
     assert tasks.sweep() == {
         "subscribers": 1,
@@ -88,8 +91,18 @@ def test_sweep_returns_what_it_removed(store_redis):
         "dependencies": 1,
         "polls": 0,
         "rescheduled": 0,
+        "requeued": 0,
     }
     assert store_redis.keys("rc:*") == []
     assert tasks.sweep() == dict.fromkeys(
-        ("subscribers", "subscriptions", "observers", "dependencies", "polls", "rescheduled"), 0
+        (
+            "subscribers",
+            "subscriptions",
+            "observers",
+            "dependencies",
+            "polls",
+            "rescheduled",
+            "requeued",
+        ),
+        0,
     )

