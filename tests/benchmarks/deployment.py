@@ -54,9 +54,11 @@ def _wait_for_port(port: int, child: Child, timeout: float = 60) -> None:
 class Child:
     """One deployment process in a session of its own, its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], cwd: Path, log_dir: Path
+    ) -> None:
         self.name = name
-        self.log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        self.log = log_dir / f"{name}.log"
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -234,6 +236,7 @@ class Deployment:
             + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
             dict(os.environ),
             self.dir,
+            self.dir,
         )
         _wait_for_port(redis_port, self.children["redis"])
         env = {
@@ -281,9 +284,13 @@ class Deployment:
         self.children["beat"].wait_for_output("beat: Starting...")
 
     def _spawn(self, name: str, args: list[str], **extra: str) -> None:
-        self.children[name] = Child(name, args, {**self.env, **extra}, self.source)
+        self.children[name] = Child(name, args, {**self.env, **extra}, self.source, self.dir)
 
     def __exit__(self, *exc: object) -> None:
+        if exc and exc[0] is not None:
+            # The logs go with the temp dir: show why before they do.
+            for child in self.children.values():
+                print(f"--- {child.name} log (tail) ---\n{child.tail(2000)}", file=sys.stderr)
         for name in ("uvicorn", "beat", "worker", "redis"):
             if name in self.children:
                 self.children[name].stop()
