@@ -49,6 +49,7 @@ class Follower:
     arrivals: dict[tuple, float] = field(default_factory=dict)
     last_frame: float = 0.0
     errors: list[str] = field(default_factory=list)
+    subscribe_retries: int = 0
     _ws: object = None
 
     async def open(self, port: int, http: httpx.AsyncClient) -> None:
@@ -59,7 +60,15 @@ class Follower:
                 f"ws://127.0.0.1:{port}/ws/{sid}", additional_headers=origin, max_size=None
             )
             sep = "&" if "?" in self.url else "?"
-            answer = (await http.get(f"{self.url}{sep}observe={sid}")).raise_for_status().json()
+            for _ in range(100):
+                response = await http.get(f"{self.url}{sep}observe={sid}")
+                # The seed consumer accepts the handshake before it registers the id, so
+                # a GET right after it can be refused as unknown: wait and count it.
+                if response.status_code != 400 or "Unknown subscriber" not in response.text:
+                    break
+                self.subscribe_retries += 1
+                await asyncio.sleep(0.02)
+            answer = response.raise_for_status().json()
         else:
             self._ws = await connect(
                 f"ws://127.0.0.1:{port}/ws/reactive/", additional_headers=origin, max_size=None

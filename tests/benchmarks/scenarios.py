@@ -177,6 +177,7 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         "version_gaps": sum(f.gaps for f in followers),
         "stale_clients": stale,
         "socket_errors": sum(len(f.errors) for f in followers),
+        "subscribe_retries": sum(f.subscribe_retries for f in followers),
         "write_failures": writer.failures,
         "patch_ms_p50": _ms(percentile(writer.round_trips, 0.5)),
         "evaluations": evaluations,
