@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--scale", type=float, default=1.0, help="fewer sockets and writes, for a quick try"
     )
     args = parser.parse_args(argv)
+    host = machine()
 
     head = _git("rev-parse", "--short", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--", "reactive_celery"))
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
             "protocol": args.protocol,
             "scale": args.scale,
             "scenarios": args.scenario,
-            "machine": machine(),
+            # Load averages before and after: the machine is shared, and they say how much.
+            "machine": {**host, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
             "revisions": {
                 label: {k: str(v) for k, v in rev.items() if k != "path"}
                 for label, rev in revisions.items()
