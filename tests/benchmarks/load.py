@@ -1,0 +1,208 @@
+"""The load client: WebSocket followers that keep their list, and an HTTP writer.
+
+Both protocols of docs/protocol.md:
+
+- ``seed``: open ``ws/<subscriber_id>``, GET the endpoint with
+  ``?observe=<subscriber_id>``, then apply one frame per changed item;
+- ``batched``: ``ws/reactive/``, subscribe over the socket, one ``diff`` per
+  evaluation.
+
+A follower records, for every pushed item, the arrival time and the item's
+``stamp`` (the writer's ``time.time()`` when it sent the write), so latency is
+wall clock on one machine, writer to socket. It speaks only HTTP and WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from websockets.asyncio.client import connect
+
+__all__ = ["Follower", "Writer", "follow_all", "percentile"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Follower:
+    """One socket following one URL; ``items`` is the list as the pushes built it."""
+
+    url: str
+    protocol: str = "seed"
+    items: list[dict] = field(default_factory=list)
+    version: int | None = None
+    pk: str = "id"
+    frames: int = 0
+    gaps: int = 0
+    # (pk, stamp) -> arrival time, first arrival only: a repeated item is not a second delivery.
+    arrivals: dict[tuple, float] = field(default_factory=dict)
+    last_frame: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    subscribe_retries: int = 0
+    _ws: object = None
+
+    async def open(self, port: int, http: httpx.AsyncClient) -> None:
+        origin = {"Origin": f"http://127.0.0.1:{port}"}
+        if self.protocol == "seed":
+            sid = secrets.token_hex(12)
+            self._ws = await connect(
+                f"ws://127.0.0.1:{port}/ws/{sid}", additional_headers=origin, max_size=None
+            )
+            sep = "&" if "?" in self.url else "?"
+            for _ in range(100):
+                response = await http.get(f"{self.url}{sep}observe={sid}")
+                # The seed consumer accepts the handshake before it registers the id, so
+                # a GET right after it can be refused as unknown: wait and count it.
+                if response.status_code != 400 or "Unknown subscriber" not in response.text:
+                    break
+                self.subscribe_retries += 1
+                await asyncio.sleep(0.02)
+            answer = response.raise_for_status().json()
+        else:
+            self._ws = await connect(
+                f"ws://127.0.0.1:{port}/ws/reactive/", additional_headers=origin, max_size=None
+            )
+            await self._ws.send(json.dumps({"type": "subscribe", "id": 1, "url": self.url}))
+            while True:
+                answer = json.loads(await self._ws.recv())
+                if answer.get("id") == 1:
+                    break
+            if answer.get("type") != "subscribed":
+                raise RuntimeError(f"subscribe {self.url}: {answer}")
+        self.items = list(answer["items"])
+        self.version = answer.get("version")
+        self.pk = answer.get("primary_key") or "id"
+
+    async def run(self) -> None:
+        """Apply pushes until the socket closes or the task is cancelled."""
+        try:
+            async for raw in self._ws:
+                now = time.time()
+                frame = json.loads(raw)
+                if self.protocol == "seed":
+                    self._apply_seed(frame, now)
+                else:
+                    self._apply_batched(frame, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dropped socket is a result, not a harness crash
+            self.errors.append(repr(exc))
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    def _seen(self, item: dict, now: float) -> None:
+        key = (item.get(self.pk), item.get("stamp"))
+        self.arrivals.setdefault(key, now)
+        self.last_frame = now
+
+    def _check_version(self, version: int | None, same_ok: bool) -> bool:
+        """False for a push older than the list; counts a gap when versions were skipped."""
+        if version is None or self.version is None:
+            return True
+        if version < self.version or (version == self.version and not same_ok):
+            return False
+        if version > self.version + 1:
+            self.gaps += 1
+        self.version = version
+        return True
+
+    def _remove(self, key) -> None:
+        self.items = [i for i in self.items if i.get(self.pk) != key]
+
+    def _apply_seed(self, frame: dict, now: float) -> None:
+        msg = frame.get("msg")
+        if msg not in ("added", "changed", "removed"):
+            if msg == "error":
+                self.errors.append(json.dumps(frame))
+            return
+        # All frames of one evaluation share a version: the same version again is fine.
+        if not self._check_version(frame.get("version"), same_ok=True):
+            return
+        self.frames += 1
+        item = frame["item"]
+        self._remove(item.get(self.pk))
+        if msg != "removed":
+            self.items.insert(int(frame["order"]), item)
+            self._seen(item, now)
+
+    def _apply_batched(self, frame: dict, now: float) -> None:
+        if frame.get("type") == "error":
+            self.errors.append(json.dumps(frame))
+            return
+        if frame.get("type") != "diff" or not self._check_version(frame.get("version"), False):
+            return
+        self.frames += 1
+        for key in frame.get("removed", []):
+            self._remove(key)
+        held = {i.get(self.pk): i for i in self.items}
+        entries = [(e["order"], e["item"]) for e in frame.get("added", [])]
+        entries += [(e["order"], e["item"]) for e in frame.get("changed", [])]
+        entries += [(e["order"], held.get(e["pk"])) for e in frame.get("moved", [])]
+        for order, item in sorted(entries, key=lambda e: e[0]):
+            if item is None:
+                continue
+            self._remove(item.get(self.pk))
+            self.items.insert(int(order), item)
+        for _, item in entries:
+            if item is not None:
+                self._seen(item, now)
+
+
+async def follow_all(
+    port: int, urls: list[str], protocol: str, http: httpx.AsyncClient, parallel: int = 20
+) -> tuple[list[Follower], list[asyncio.Task]]:
+    """Open one follower per URL (``parallel`` at a time) and start applying their pushes."""
+    followers = [Follower(url, protocol) for url in urls]
+    gate = asyncio.Semaphore(parallel)
+
+    async def open_one(follower: Follower) -> None:
+        async with gate:
+            await follower.open(port, http)
+
+    await asyncio.gather(*(open_one(f) for f in followers))
+    tasks = [asyncio.create_task(f.run()) for f in followers]
+    return followers, tasks
+
+
+class Writer:
+    """PATCHes ``stamp`` of rows at a fixed rate, open loop: a slow answer delays no later write."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.sent: list[tuple[int, float]] = []  # (pk, stamp) of every write
+        self.round_trips: list[float] = []
+        self.failures = 0
+
+    async def _patch(self, pk: int) -> None:
+        stamp = time.time()
+        self.sent.append((pk, stamp))
+        try:
+            response = await self.http.patch(f"/api/rows/{pk}/", json={"stamp": stamp})
+            response.raise_for_status()
+        except httpx.HTTPError:
+            self.failures += 1
+            return
+        self.round_trips.append(time.time() - stamp)
+
+    async def run(self, pks: list[int], rate: float) -> None:
+        started = time.monotonic()
+        pending = []
+        for i, pk in enumerate(pks):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(self._patch(pk)))
+        await asyncio.gather(*pending)

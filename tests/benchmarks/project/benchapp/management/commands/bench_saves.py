@@ -1,0 +1,48 @@
+"""``manage.py bench_saves --saves N --group G``: time N autocommitted ``save()`` calls.
+
+Scenario (f) runs this under ``benchproject.settings`` and
+``benchproject.settings_plain`` (no ``reactive_celery``): the difference is
+what the signal path adds to a plain save. Prints one JSON object.
+"""
+
+import json
+import statistics
+import time
+
+from django.core.management.base import BaseCommand
+
+from benchapp.models import Row
+
+
+class Command(BaseCommand):
+    help = "Time N save() calls of the rows of one group; print JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--saves", type=int, default=2000)
+        parser.add_argument("--group", type=int, default=0)
+        parser.add_argument("--batches", type=int, default=5)
+
+    def handle(self, *args, saves, group, batches, **options):
+        rows = list(Row.objects.filter(group=group).order_by("id"))
+        # Warm up: the connection, prepared paths, the signal path's Redis and broker clients.
+        for row in rows[:50]:
+            row.save(update_fields=["stamp"])
+        per_batch = max(1, saves // batches)
+        batch_us = []
+        for b in range(batches):
+            started = time.perf_counter()
+            for i in range(per_batch):
+                row = rows[(b * per_batch + i) % len(rows)]
+                row.stamp = time.time()
+                row.save(update_fields=["stamp"])
+            batch_us.append((time.perf_counter() - started) / per_batch * 1e6)
+        self.stdout.write(
+            json.dumps(
+                {
+                    "saves": per_batch * batches,
+                    # The median batch: one stall (a checkpoint, another process) moves it less.
+                    "us_per_save": round(statistics.median(batch_us), 1),
+                    "us_per_save_batches": [round(x, 1) for x in batch_us],
+                }
+            )
+        )
