@@ -18,6 +18,8 @@ The modules, in the order a change flows through them::
     protocol        the wire format: message types, frames, error and close codes, ids
     broadcast       channel-layer group names and sends
     consumers/      the WebSocket consumers of the seed and batched protocols
+    identity        a socket's session and user, checked again over time
+    origins         the WebSocket handshake's Origin check
     store/          every Redis key and script (keys, observers, subscribers, locks, ...)
     conf, checks    settings and system checks; exceptions: every error raised
     apps, beat      ready(): signals, checks, tasks; beat's periodic entries

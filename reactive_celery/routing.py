@@ -1,11 +1,10 @@
 """WebSocket routes; include them in your ASGI application's ``URLRouter``.
 
+from reactive_celery.origins import OriginValidator
 from reactive_celery.routing import websocket_urlpatterns
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AllowedHostsOriginValidator(
-        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-    ),
+    "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })
 """
 

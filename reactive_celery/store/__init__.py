@@ -6,6 +6,7 @@ observers    an observer's result, version, dependencies, replay buffer; droppin
 subscribers  a socket's subscriber id and the observers it follows
 locks        queued flags, the evaluation lock, the dirty flag, watched observers
 schedule     the polling schedule that beat drains
+limits       the subscribe rate and observers per user, on every subscribe
 stats        evaluation counts, timings and recent errors
 sweep        removing what dead sockets and crashed processes left
 """
