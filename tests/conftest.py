@@ -20,13 +20,18 @@ def store_redis():
     client.close()
 
 
+#: The queue evaluate tasks go to in tests that read the broker: no worker consumes it,
+#: so the session's end-to-end workers cannot take messages before the test reads them.
+UNCONSUMED = "reactive-unconsumed"
+
+
 class Broker:
     """The Celery broker's Redis database, as kombu's Redis transport fills it."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def messages(self, queue: str = "celery") -> list[dict]:
+    def messages(self, queue: str = UNCONSUMED) -> list[dict]:
         """The task messages waiting in ``queue``, oldest first, bodies decoded."""
         found = []
         for raw in reversed(self.redis.lrange(queue, 0, -1)):  # kombu LPUSHes, workers BRPOP
@@ -37,12 +42,13 @@ class Broker:
 
 
 @pytest.fixture
-def broker():
-    """The real broker (Redis db 1 of the private server), flushed before and after."""
+def broker(settings):
+    """The real broker (Redis db 1 of the private server); evaluate tasks queue apart."""
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "QUEUE": UNCONSUMED}
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL, decode_responses=True)
-    client.flushdb()
+    client.delete(UNCONSUMED)
     yield Broker(client)
-    client.flushdb()
+    client.delete(UNCONSUMED)
     client.close()
 
 

@@ -2,6 +2,7 @@
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 import subprocess
 import sys
@@ -80,3 +81,27 @@ def test_the_old_sweep_path_still_imports_with_a_warning():
     from reactive_celery.store.sweep import sweep
 
     assert old.__all__ == ["sweep"] and old.sweep is sweep
+
+
+#: Modules tested under another name: the package's face, the deprecated alias,
+#: the management commands (one file for both) and the URL modules with their views.
+_TESTED_ELSEWHERE = {
+    "reactive_celery": "test_package.py",
+    "reactive_celery.sweep": "test_package.py",
+    "reactive_celery.urls": "test_views.py",
+    "reactive_celery.management.commands.reactive_clear": "test_commands.py",
+    "reactive_celery.management.commands.reactive_status": "test_commands.py",
+}
+
+
+@pytest.mark.parametrize("name", [*_modules(), "reactive_celery.sweep"])
+def test_every_module_has_a_test_module_named_after_it(name):
+    tests = Path(__file__).parent
+    if name in _TESTED_ELSEWHERE:
+        assert (tests / _TESTED_ELSEWHERE[name]).exists()
+        return
+    parts = name.split(".")[1:]
+    if Path(importlib.util.find_spec(name).origin).name == "__init__.py":
+        return  # a package's __init__ holds names, not behaviour
+    expected = tests.joinpath(*parts[:-1], f"test_{parts[-1]}.py")
+    assert expected.exists(), f"{name} has no {expected.relative_to(tests.parent)}"

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from reactive_celery import signals
 from reactive_celery.signals import notify
 from reactive_celery.store import observers
+from tests.conftest import UNCONSUMED
 from tests.testapp.models import Category, Item, Tag
 
 pytestmark = pytest.mark.django_db
@@ -148,7 +149,7 @@ def test_enqueue_dependents_returns_what_it_queued(store_redis, broker):
 
 def test_a_failing_enqueue_is_logged_and_does_not_raise(store_redis, broker, caplog):
     observing("o1", "testapp_item")
-    broker.redis.set("celery", "not a list")  # the broker refuses every message (WRONGTYPE)
+    broker.redis.set(UNCONSUMED, "not a list")  # the broker refuses every message (WRONGTYPE)
     with caplog.at_level(logging.ERROR, logger="reactive_celery.signals"):
         assert signals.enqueue_dependents({"testapp_item"}) == []
     (record,) = caplog.records
@@ -168,9 +169,9 @@ def test_outside_a_transaction_writes_and_notify_queue_at_once(store_redis, brok
 
 def test_after_a_failed_enqueue_the_next_change_is_queued(store_redis, broker):
     observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
-    broker.redis.set("celery", "not a list")  # the broker refuses the message
+    broker.redis.set(UNCONSUMED, "not a list")  # the broker refuses the message
     assert signals.enqueue_dependents({"t"}) == []
-    broker.redis.delete("celery")  # the broker is back
+    broker.redis.delete(UNCONSUMED)  # the broker is back
     # The observer queued for the lost task goes with the next change, not after the flag's TTL.
     assert "o1" in signals.enqueue_dependents({"t"})
     assert [m["args"] for m in broker.messages()] == [["o1"]]

@@ -9,6 +9,7 @@ import pytest
 
 from reactive_celery import status, tasks
 from reactive_celery.store import observers, schedule, stats, subscribers
+from tests.conftest import UNCONSUMED
 from tests.project.celery_app import app as celery_app
 
 
@@ -39,7 +40,7 @@ def test_collect_counts_the_state_and_the_queue(store_redis, broker):
         3,
         1,
     )
-    assert data["queue"] == {"name": "celery", "depth": 2}
+    assert data["queue"] == {"name": UNCONSUMED, "depth": 2}
     assert data["evaluations"] == 3
     assert data["evaluation_ms"] == {"samples": 3, "p50": 20.0, "p99": 30.0}
     (error,) = data["errors"]
@@ -54,7 +55,7 @@ def test_an_empty_store_and_a_queue_never_declared(store_redis, broker):
         0,
         0,
     )
-    assert data["queue"] == {"name": "celery", "depth": 0}
+    assert data["queue"] == {"name": UNCONSUMED, "depth": 0}
     assert data["evaluation_ms"] == {"samples": 0, "p50": None, "p99": None}
 
 
@@ -93,7 +94,7 @@ def test_render_shows_every_row_and_the_errors(store_redis, broker):
         ("subscribers", "2"),
         ("subscriptions", "3"),
         ("polling observers", "1"),
-        ("queue 'celery'", "0"),
+        (f"queue '{UNCONSUMED}'", "0"),
         ("evaluations", "1"),
         ("evaluation p50", "12.5 ms"),
         ("evaluation p99", "12.5 ms (last 1)"),
@@ -112,7 +113,7 @@ def test_render_says_unknown_and_dashes_when_nothing_is_known():
         "subscribers": 0,
         "subscriptions": 0,
         "polling": 0,
-        "queue": {"name": "celery", "depth": None},
+        "queue": {"name": UNCONSUMED, "depth": None},
         "evaluations": 0,
         "evaluation_ms": {"samples": 0, "p50": None, "p99": None},
         "errors": [],

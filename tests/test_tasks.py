@@ -33,9 +33,11 @@ def test_enqueue_evaluation_sends_one_message_with_the_time_limits(broker):
 
 def test_a_retry_is_sent_with_its_countdown_to_the_configured_queue(broker, settings):
     settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "QUEUE": "live"}
+    broker.redis.delete("live")
     tasks.enqueue_evaluation("o1", countdown=3, retry=True)
     assert broker.messages() == []
     (message,) = broker.messages("live")
+    broker.redis.delete("live")
     assert message["kwargs"] == {"retry": True}
     assert message["headers"]["eta"] is not None
 
