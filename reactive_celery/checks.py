@@ -246,10 +246,11 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="reactive_celery.E003",
             )
         ]
-    messages: list[CheckMessage] = []
-    for app in apps:
-        messages += _broker_errors(app) + _visibility_warnings(app)
-    return messages
+    # Evaluations are sent by the current app (shared_task); other apps may exist beside it.
+    current = _state.get_current_app()
+    sender = current if current.main != "default" else apps[0]
+    messages = _broker_errors(sender)
+    return messages + [warning for app in apps for warning in _visibility_warnings(app)]
 
 
 def _broker_errors(app: Celery) -> list[CheckMessage]:
