@@ -4,11 +4,15 @@ import ast
 
 import pytest
 from channels_redis.utils import create_pool, decode_hosts
+from django.conf import settings
 from django.test import override_settings
 from django.urls import include, path
 from rest_framework import viewsets
+from rest_framework.test import APIRequestFactory
 
-from reactive_celery import checks, reactive
+from reactive_celery import checks, decorators, reactive
+from reactive_celery.exceptions import ConfigurationError
+from tests.testapp.views import ItemViewSet
 
 REDIS_LAYER = {
     "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -268,3 +272,19 @@ def test_unknown_dependencies_of_routed_views_are_e009():
     assert "'testapp.Nope'" in errors[0].msg
     assert errors[1].msg.startswith(f"{__name__}.BadDependencyViewSet.list: ")
     assert "'app_label.Model'" in errors[0].hint
+
+
+# A check cannot see its own app left out of INSTALLED_APPS (the app registers
+# the checks), so the decorator guards against it.
+
+
+@pytest.mark.django_db
+def test_observing_without_the_app_installed_is_a_configuration_error():
+    without = [app for app in settings.INSTALLED_APPS if app != "reactive_celery"]
+    view = ItemViewSet.as_view({"get": "list"})
+    with override_settings(INSTALLED_APPS=without):
+        with pytest.raises(ConfigurationError, match="add 'reactive_celery' to INSTALLED_APPS"):
+            view(APIRequestFactory().get("/api/items/", {"observe": "s1"}))
+        # Without ?observe= the view answers exactly as before.
+        assert view(APIRequestFactory().get("/api/items/")).status_code == 200
+    assert decorators._app_installed() is True  # the answer was forgotten with the setting
