@@ -1,17 +1,24 @@
 """System checks name the misconfiguration and the fix."""
 
 import ast
+import logging
 
 import pytest
 from channels_redis.utils import create_pool, decode_hosts
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.sql import emit_post_migrate_signal
+from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.models.signals import pre_migrate
 from django.test import override_settings
 from django.urls import include, path
 from rest_framework import viewsets
 from rest_framework.test import APIRequestFactory
 
-from reactive_celery import checks, decorators, reactive
+from reactive_celery import checks, decorators, reactive, signals
 from reactive_celery.exceptions import ConfigurationError
+from tests.testapp.models import Item
 from tests.testapp.views import ItemViewSet
 
 REDIS_LAYER = {
@@ -275,7 +282,7 @@ def test_unknown_dependencies_of_routed_views_are_e009():
 
 
 # A check cannot see its own app left out of INSTALLED_APPS (the app registers
-# the checks), so the decorator guards against it.
+# the checks), nor a migrate run: these guards live in decorators and signals.
 
 
 @pytest.mark.django_db
@@ -288,3 +295,50 @@ def test_observing_without_the_app_installed_is_a_configuration_error():
         # Without ?observe= the view answers exactly as before.
         assert view(APIRequestFactory().get("/api/items/")).status_code == 200
     assert decorators._app_installed() is True  # the answer was forgotten with the setting
+
+
+def pending_tables(callbacks):
+    return [set(c.tables) for c in callbacks if isinstance(c, signals._PendingTables)]
+
+
+@pytest.mark.django_db
+def test_django_migrations_is_never_marked(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        MigrationRecorder(connection).record_applied("testapp", "9999_never_marked")
+        signals.notify("django_migrations")
+    assert pending_tables(callbacks) == []
+
+
+@pytest.mark.django_db
+def test_migrate_before_redis_is_up_logs_nothing(caplog, django_capture_on_commit_callbacks):
+    def data_migration(**kwargs):
+        Item.objects.create(name="written while migrate runs")
+
+    down = {**settings.REACTIVE_CELERY, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    pre_migrate.connect(data_migration, dispatch_uid="test_checks.data_migration")
+    try:
+        with (
+            override_settings(REACTIVE_CELERY=down),
+            caplog.at_level(logging.DEBUG, logger="reactive_celery.signals"),
+            django_capture_on_commit_callbacks(execute=True) as callbacks,
+        ):
+            # Unrecord and record testapp's migrations again: django_migrations is
+            # written, as on a first deploy, without touching the schema.
+            call_command("migrate", "testapp", "zero", fake=True, verbosity=0)
+            call_command("migrate", fake=True, verbosity=0)
+    finally:
+        pre_migrate.disconnect(dispatch_uid="test_checks.data_migration")
+    assert [r for r in caplog.records if r.name == "reactive_celery.signals"] == []
+    assert pending_tables(callbacks) == []
+    assert not signals._retry.tables and not signals._retry.observers
+    assert not signals._migrating.running
+    with django_capture_on_commit_callbacks() as callbacks:
+        Item.objects.create(name="written after migrate")
+    assert pending_tables(callbacks) == [{"testapp_item"}]
+
+
+@pytest.mark.django_db
+def test_flush_alone_does_not_start_or_end_a_migrate():
+    # flush (and TransactionTestCase) send post_migrate with no plan and no pre_migrate.
+    emit_post_migrate_signal(0, False, "default")
+    assert not signals._migrating.running
