@@ -11,6 +11,7 @@ so tests may use ``override_settings``.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -19,7 +20,14 @@ from django.core.signals import setting_changed
 
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULTS", "ReactiveSettings", "lock_ttl_ms", "queued_ttl", "reactive_settings"]
+__all__ = [
+    "DEFAULTS",
+    "ReactiveSettings",
+    "load_settings",
+    "lock_ttl_ms",
+    "queued_ttl",
+    "reactive_settings",
+]
 
 DEFAULTS: dict[str, Any] = {
     # Redis that holds observers, subscribers and results. None: settings.REDIS_URL.
@@ -94,6 +102,54 @@ _COUNTS = (
 )
 
 
+def load_settings() -> tuple[dict[str, Any], list[str]]:
+    """Every value, ``REACTIVE_CELERY`` merged over ``DEFAULTS``, and every problem found.
+
+    Called by ``reactive_settings`` on first access and by the system checks,
+    which report each problem on its own. Invalid values are kept as given.
+    """
+    user = getattr(django_settings, "REACTIVE_CELERY", {}) or {}
+    if not isinstance(user, dict):
+        return _with_redis_url(dict(DEFAULTS)), ["REACTIVE_CELERY must be a dict of settings."]
+    problems = [_unknown_key(key) for key in sorted(set(user) - set(DEFAULTS), key=str)]
+    values = {**DEFAULTS, **{key: value for key, value in user.items() if key in DEFAULTS}}
+    numbers: set[str] = set()
+    for key in _POSITIVE_NUMBERS:
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append(f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}.")
+        else:
+            numbers.add(key)
+    for key in _COUNTS:
+        if key in numbers and values[key] < 1:
+            problems.append(
+                f"REACTIVE_CELERY['{key}'] counts requests or sockets and must be at "
+                f"least 1, got {values[key]!r}."
+            )
+    if {"HEARTBEAT_INTERVAL", "SUBSCRIBER_TTL"} <= numbers and values[
+        "HEARTBEAT_INTERVAL"
+    ] >= values["SUBSCRIBER_TTL"]:
+        problems.append(
+            "REACTIVE_CELERY['HEARTBEAT_INTERVAL'] must be shorter than "
+            "REACTIVE_CELERY['SUBSCRIBER_TTL'], or subscribers expire between heartbeats."
+        )
+    return _with_redis_url(values), problems
+
+
+def _unknown_key(key: Any) -> str:
+    close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+    known = (
+        f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(DEFAULTS))}."
+    )
+    return f"Unknown REACTIVE_CELERY key {key!r}; {known}"
+
+
+def _with_redis_url(values: dict[str, Any]) -> dict[str, Any]:
+    if values["REDIS_URL"] is None:
+        values["REDIS_URL"] = getattr(django_settings, "REDIS_URL", None)
+    return values
+
+
 class ReactiveSettings:
     """Attribute access to ``REACTIVE_CELERY`` merged over ``DEFAULTS``."""
 
@@ -101,35 +157,9 @@ class ReactiveSettings:
         self._cache: dict[str, Any] | None = None
 
     def _load(self) -> dict[str, Any]:
-        user = getattr(django_settings, "REACTIVE_CELERY", {}) or {}
-        if not isinstance(user, dict):
-            raise ConfigurationError("REACTIVE_CELERY must be a dict of settings.")
-        unknown = sorted(set(user) - set(DEFAULTS))
-        if unknown:
-            raise ConfigurationError(
-                f"Unknown REACTIVE_CELERY key(s): {', '.join(unknown)}. "
-                f"Known keys: {', '.join(sorted(DEFAULTS))}."
-            )
-        values = {**DEFAULTS, **user}
-        for key in _POSITIVE_NUMBERS:
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(
-                    f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}."
-                )
-        for key in _COUNTS:
-            if values[key] < 1:
-                raise ConfigurationError(
-                    f"REACTIVE_CELERY['{key}'] counts requests or sockets and must be at "
-                    f"least 1, got {values[key]!r}."
-                )
-        if values["HEARTBEAT_INTERVAL"] >= values["SUBSCRIBER_TTL"]:
-            raise ConfigurationError(
-                "REACTIVE_CELERY['HEARTBEAT_INTERVAL'] must be shorter than "
-                "REACTIVE_CELERY['SUBSCRIBER_TTL'], or subscribers expire between heartbeats."
-            )
-        if values["REDIS_URL"] is None:
-            values["REDIS_URL"] = getattr(django_settings, "REDIS_URL", None)
+        values, problems = load_settings()
+        if problems:
+            raise ConfigurationError("\n".join(problems))
         return values
 
     def __getattr__(self, name: str) -> Any:

@@ -20,8 +20,11 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from django.apps import apps
+from django.core.signals import setting_changed
 from rest_framework.viewsets import ViewSetMixin
 
+from .exceptions import ConfigurationError
 from .options import ATTRIBUTE, ReactiveOptions
 from .spec import OBSERVE_PARAM
 from .subscriptions import observe
@@ -130,6 +133,13 @@ def _decorate_method(method: Callable[..., Any], options: ReactiveOptions) -> Ca
     def observed(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         if OBSERVE_PARAM not in request.query_params:
             return method(self, request, *args, **kwargs)
+        if not _app_installed():
+            # Its signals and checks come with the app: without it no push would ever arrive.
+            raise ConfigurationError(
+                f"{type(self).__name__} is @reactive but 'reactive_celery' is not in "
+                "INSTALLED_APPS, so no change would ever be pushed: add 'reactive_celery' "
+                "to INSTALLED_APPS."
+            )
         return observe(self, request, method, options, args, kwargs)
 
     setattr(observed, ATTRIBUTE, options)
@@ -138,3 +148,17 @@ def _decorate_method(method: Callable[..., Any], options: ReactiveOptions) -> Ca
 
 def _is_reactive(method: Any) -> bool:
     return getattr(method, ATTRIBUTE, None) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _app_installed() -> bool:
+    # Asked at the first observing request, when the app registry is surely ready.
+    return apps.is_installed("reactive_celery")
+
+
+def _forget_installed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "INSTALLED_APPS":
+        _app_installed.cache_clear()
+
+
+setting_changed.connect(_forget_installed)

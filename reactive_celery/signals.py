@@ -11,6 +11,10 @@ marked queued but not sent) stay in this process and are retried after
 ``RETRY_DELAYS`` (about 30 s in all) and with this process's next commit,
 which ever comes first. Each failure logs one line. A process that exits
 before Redis comes back loses them (the next write to the table catches up).
+
+While ``migrate`` runs in this process nothing is marked, and writes to
+``django_migrations`` never are: a deploy migrates before Redis may be up,
+and no observer follows Django's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import (
+    m2m_changed,
+    post_delete,
+    post_migrate,
+    post_save,
+    pre_migrate,
+)
 
 from .dependencies import tables_for, tables_of_model
 from .store import locks
@@ -37,6 +47,9 @@ logger = logging.getLogger(__name__)
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 _M2M_ACTIONS = frozenset({"post_add", "post_remove", "post_clear"})
+
+#: MigrationRecorder's table, written once per applied migration.
+_MIGRATIONS_TABLE = "django_migrations"
 
 
 class _PendingTables:
@@ -121,6 +134,44 @@ class _Retry:
 
 
 _retry = _Retry()
+
+
+class _Migrating:
+    """Whether ``migrate`` runs in this process: its first pre_migrate to its last post_migrate.
+
+    Django sends each signal once per app, with the same ``plan`` list for the
+    whole run; ``flush`` sends post_migrate alone, with no plan. A migrate that
+    raises sends no post_migrate: this process then marks nothing until the next
+    migrate starts over (a failed migrate usually ends its process anyway).
+    """
+
+    def __init__(self) -> None:
+        self.plan: object = None
+        self.apps_left = 0
+
+    @property
+    def running(self) -> bool:
+        """Asked by ``mark()`` for every write."""
+        return self.plan is not None
+
+    def started(self, plan: Any = None, **kwargs: Any) -> None:
+        """Called by pre_migrate for each app."""
+        if plan is None:
+            return
+        if plan is not self.plan:
+            self.plan, self.apps_left = plan, 0
+        self.apps_left += 1
+
+    def finished(self, plan: Any = None, **kwargs: Any) -> None:
+        """Called by post_migrate for each app; the last one ends the run."""
+        if plan is None or plan is not self.plan:
+            return
+        self.apps_left -= 1
+        if self.apps_left <= 0:
+            self.plan, self.apps_left = None, 0
+
+
+_migrating = _Migrating()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_retry.after_fork)
 
@@ -151,6 +202,9 @@ def enqueue_dependents(tables: set[str]) -> list[str]:
 
 def mark(tables: Iterable[str], using: str | None = None) -> None:
     """Remember written tables until the current transaction on ``using`` commits."""
+    tables = set(tables) - {_MIGRATIONS_TABLE}
+    if not tables or _migrating.running:
+        return
     using = using or DEFAULT_DB_ALIAS
     connection = connections[using]
     pending = getattr(connection, "_reactive_pending", None)
@@ -191,6 +245,8 @@ def connect() -> None:
     post_save.connect(_on_save_or_delete, dispatch_uid="reactive_celery.post_save")
     post_delete.connect(_on_save_or_delete, dispatch_uid="reactive_celery.post_delete")
     m2m_changed.connect(_on_m2m_changed, dispatch_uid="reactive_celery.m2m_changed")
+    pre_migrate.connect(_migrating.started, dispatch_uid="reactive_celery.pre_migrate")
+    post_migrate.connect(_migrating.finished, dispatch_uid="reactive_celery.post_migrate")
 
 
 def disconnect() -> None:
@@ -198,3 +254,5 @@ def disconnect() -> None:
     post_save.disconnect(dispatch_uid="reactive_celery.post_save")
     post_delete.disconnect(dispatch_uid="reactive_celery.post_delete")
     m2m_changed.disconnect(dispatch_uid="reactive_celery.m2m_changed")
+    pre_migrate.disconnect(dispatch_uid="reactive_celery.pre_migrate")
+    post_migrate.disconnect(dispatch_uid="reactive_celery.post_migrate")
