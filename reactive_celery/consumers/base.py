@@ -153,6 +153,9 @@ class SubscriberSocket(AsyncWebsocketConsumer):
 
     async def check_identity(self) -> AbstractBaseUser | AnonymousUser | None:
         """The socket's user as its session gives it now; if it no longer does, end the socket."""
+        if self.identity.anonymous:
+            # Nothing to read: no thread hop for the many anonymous sockets of a page.
+            return AnonymousUser()
         try:
             user = await database_sync_to_async(current_user, thread_sensitive=False)(self.identity)
         except Exception as exc:

@@ -174,24 +174,33 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
 
     None when the subscriber is gone (expired, Redis restarted) or was taken
     over by another socket: this socket's subscriptions no longer exist.
+    Three round trips whatever the number of observers: heartbeats of every
+    socket of a process run in it.
     """
     r = client()
     sub_key, sub_obs = keys.subscriber(sid), keys.subscriber_observers(sid)
-    current = get(sid)
-    if current is None or current.channel != channel:
+    read = r.pipeline(transaction=False)
+    read.hgetall(sub_key)
+    read.smembers(sub_obs)
+    read.time()
+    data, members, (seconds, _) = read.execute()
+    if not data or data.get("channel") != channel:
         return None
-    followed = cast(list[str], list(r.smembers(sub_obs)))
+    followed = sorted(cast(set[str], members))
     ttl = keys.ttl_seconds(reactive_settings.SUBSCRIBER_TTL)
     obs_ttl = keys.ttl_seconds(reactive_settings.OBSERVER_TTL)
     tables_of = r.pipeline(transaction=False)
     for oid in followed:
         tables_of.hget(keys.observer(oid), "tables")
-    tables = tables_of.execute()
-    until_ms = (int(r.time()[0]) + ttl) * 1000
+    tables = tables_of.execute() if followed else []
+    until_ms = (int(seconds) + ttl) * 1000
     pipe = r.pipeline(transaction=False)
     pipe.expire(sub_key, ttl)
     pipe.expire(sub_obs, ttl)
-    for owner in (keys.sockets_of_user(current.user), keys.sockets_of_address(current.address)):
+    for owner in (
+        keys.sockets_of_user(data.get("user", "")),
+        keys.sockets_of_address(data.get("address", "")),
+    ):
         pipe.zadd(owner, {sid: until_ms}, xx=True)
         pipe.expire(owner, ttl)
     for oid, table_json in zip(followed, tables, strict=True):
