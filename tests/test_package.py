@@ -105,3 +105,66 @@ def test_every_module_has_a_test_module_named_after_it(name):
         return  # a package's __init__ holds names, not behaviour
     expected = tests.joinpath(*parts[:-1], f"test_{parts[-1]}.py")
     assert expected.exists(), f"{name} has no {expected.relative_to(tests.parent)}"
+
+
+def _package_imports(name: str) -> tuple[set[str], list[int]]:
+    """The package modules ``name`` imports at its top level, and lines importing in functions."""
+    module_file = Path(importlib.util.find_spec(name).origin)
+    tree = ast.parse(module_file.read_text())
+    package = name if module_file.name == "__init__.py" else name.rsplit(".", 1)[0]
+    targets: set[str] = set()
+    nested: list[int] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        if node not in tree.body and not _under_type_checking(tree, node):
+            nested.append(node.lineno)
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            stem = f"{base}.{node.module}" if node.module else base
+            for alias in node.names:
+                full = f"{stem}.{alias.name}"
+                targets.add(full if importlib.util.find_spec(stem) and _is_module(full) else stem)
+    return {t for t in targets if t != name}, nested
+
+
+def _under_type_checking(tree: ast.Module, node: ast.AST) -> bool:
+    return any(
+        isinstance(top, ast.If)
+        and node in ast.walk(top)
+        and "TYPE_CHECKING" in ast.unparse(top.test)
+        for top in tree.body
+    )
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def test_the_package_has_no_import_cycles_and_imports_at_the_top():
+    graph = {}
+    for name in _modules():
+        imports, nested = _package_imports(name)
+        graph[name] = imports
+        # Only AppConfig.ready() and the package's lazy __getattr__ import late.
+        allowed = name in ("reactive_celery", "reactive_celery.apps")
+        assert allowed or not nested, f"{name} imports inside functions at lines {nested}"
+    seen: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if seen.get(node) == 1:
+            raise AssertionError("import cycle: " + " -> ".join([*path, node]))
+        if seen.get(node) == 2:
+            return
+        seen[node] = 1
+        for target in graph.get(node, ()):
+            if target in graph and not (node == "reactive_celery" or target == "reactive_celery"):
+                visit(target, [*path, node])
+        seen[node] = 2
+
+    for name in graph:
+        visit(name, [])
