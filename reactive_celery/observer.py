@@ -6,6 +6,7 @@ evaluate  run the view as the observer's user and publish the result
 publish   new result -> version -> store and replay buffer -> push; the one copy
           of the version guarantee, used by workers and subscribing requests
 stop      drop the observer and tell its subscribers why
+announce_settled   tell clients waiting on ``sync`` that the observer caught up
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .exceptions import ObserverError, ObserverForbidden, ObserverGone
 from .spec import ObserverSpec
 from .store import connection, locks, observers, stats, subscribers
 
-__all__ = ["MAX_STARTS", "Requeue", "evaluate", "publish", "refresh", "stop"]
+__all__ = ["MAX_STARTS", "Requeue", "announce_settled", "evaluate", "publish", "refresh", "stop"]
 
 # The name docs/operations.md gives for evaluation records.
 logger = logging.getLogger("reactive_celery.tasks")
@@ -67,9 +68,14 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
             evaluate(oid)
             if time.monotonic() >= deadline:
                 if locks.finish(oid, token, keep=False) == 1:
+                    # Queued again at once, so no client hears "caught up" in between.
+                    locks.queue([oid])
                     requeue(oid)
+                    break
+                announce_settled(oid)
                 break
             if locks.finish(oid, token) != 1:
+                announce_settled(oid)
                 break
     except BaseException:
         if locks.finish(oid, token, keep=False) == 1:
@@ -215,6 +221,14 @@ def publish(
         group_adds=[(group, joining)] if joining else [],
     )
     return version
+
+
+def announce_settled(oid: str) -> None:
+    """Tell clients waiting on ``sync`` that the observer caught up (its lock is free)."""
+    version = locks.settled(oid)
+    if version is not None:
+        group = broadcast.group_name(oid)
+        broadcast.send(group_sends=[(group, protocol.synced_message(oid, version))])
 
 
 def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "Frame",
     "GROUP_DIFF",
     "GROUP_ERROR",
+    "GROUP_SYNCED",
     "MAX_URL",
     "OBSERVER_ID",
     "REQUESTS",
@@ -52,6 +53,7 @@ __all__ = [
     "seed_error",
     "seed_stop",
     "stop_message",
+    "synced_message",
 ]
 
 #: A JSON object on the wire.
@@ -63,13 +65,17 @@ Frame = dict[str, Any]
 GROUP_DIFF = "reactive.diff"
 #: The observer stopped; its subscriptions end.
 GROUP_ERROR = "reactive.error"
+#: The observer caught up with every committed write (only sent when a client asked).
+GROUP_SYNCED = "reactive.synced"
 
 # --- batched frames ---------------------------------------------------------------
 
 #: Requests a client sends on ``ws/reactive/``.
-REQUESTS = frozenset({"subscribe", "unsubscribe", "ping"})
+REQUESTS = frozenset({"subscribe", "unsubscribe", "ping", "sync"})
 #: Frames the server sends on ``ws/reactive/``.
-SERVER_FRAMES = frozenset({"subscribed", "unsubscribed", "pong", "diff", "error"})
+SERVER_FRAMES = frozenset(
+    {"subscribed", "unsubscribed", "pong", "diff", "error", "synced", "sync_pending"}
+)
 
 # --- seed frames ------------------------------------------------------------------
 
@@ -158,6 +164,11 @@ def diff_message(oid: str, version: int, primary_key: str, changes: list[Change]
         "primary_key": primary_key,
         "changes": changes,
     }
+
+
+def synced_message(oid: str, version: int) -> Frame:
+    """The group message: the observer reflects every write committed before it."""
+    return {"type": GROUP_SYNCED, "observer": oid, "version": version}
 
 
 def stop_message(oid: str, code: str, message: str) -> Frame:

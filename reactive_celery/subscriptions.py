@@ -151,6 +151,8 @@ def _observe(
         raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
         enqueue_evaluation(oid)
+    else:
+        observer.announce_settled(oid)
     return response
 
 

@@ -31,7 +31,13 @@ class Process:
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "REACTIVE_TEST_CONN_MAX_AGE": "60",
+            **self.extra_env,
+        }
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 self.args,

@@ -19,7 +19,7 @@ from .. import protocol
 from ..conf import reactive_settings
 from ..exceptions import Refused
 from ..protocol import MAX_URL, OBSERVER_ID, Frame
-from ..store import subscribers
+from ..store import locks, subscribers
 from ..subscriptions import subscribe_url
 from .base import SubscriberSocket, call
 
@@ -62,6 +62,7 @@ class BatchedConsumer(SubscriberSocket):
                 "subscribe": self._subscribe,
                 "unsubscribe": self._unsubscribe,
                 "ping": self._ping,
+                "sync": self._catch_up,
             }.get(message["type"])
             if handler is None:
                 raise Refused("unknown_type", f"Unknown message type {message['type']!r}.")
@@ -193,6 +194,30 @@ class BatchedConsumer(SubscriberSocket):
         await call(subscribers.unsubscribe, oid, sid)
         await self.leave(oid)
         return {"type": "unsubscribed", "observer": oid}
+
+    async def _catch_up(self, message: Frame, user: AbstractBaseUser | AnonymousUser) -> Frame:
+        """Read your writes: answer once the observer reflects every write committed so far.
+
+        (Not named ``_sync``: Channels reads that attribute to tell sync consumers apart.)
+
+        ``synced`` at once when nothing is queued, running or owed; else
+        ``sync_pending``, and a ``synced`` frame follows when it catches up.
+        """
+        oid = message.get("observer")
+        if not isinstance(oid, str) or not OBSERVER_ID.fullmatch(oid):
+            raise Refused("bad_message", "'observer' must be an observer id.")
+        if not await call(subscribers.follows, self._own_id(), oid):
+            raise Refused("not_subscribed", "This socket does not observe that observer.")
+        version = await call(locks.sync, oid)
+        if version is None:
+            return {"type": "sync_pending", "observer": oid}
+        return {"type": "synced", "observer": oid, "version": version}
+
+    async def reactive_synced(self, event: Frame) -> None:
+        """Called when an observer a client waits on caught up with its writes."""
+        await self.send_json(
+            {"type": "synced", "observer": event["observer"], "version": event["version"]}
+        )
 
     def _own_id(self) -> str:
         if self.subscriber_id is None:  # the heartbeat found the state gone and is closing

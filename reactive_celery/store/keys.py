@@ -16,6 +16,7 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     lock:<oid>         token the evaluation in progress
     dirty:<oid>        flag  a change arrived during the evaluation
     retry:<oid>        flag  a contended task scheduled a retry
+    waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
     watch              zset  observers being created, scored by expiry: queued for any table
     poll               zset  polling observer ids, scored by next due time
@@ -57,6 +58,7 @@ __all__ = [
     "subscriber",
     "subscriber_observers",
     "ttl_seconds",
+    "waiting",
     "watch",
 ]
 
@@ -138,6 +140,11 @@ def dirty(oid: str) -> str:
 def retry(oid: str) -> str:
     """Set while a contended task's retry is scheduled."""
     return _key("retry", oid)
+
+
+def waiting(oid: str) -> str:
+    """Set while a client waits to hear that the observer caught up with its writes."""
+    return _key("waiting", oid)
 
 
 def starts(oid: str) -> str:

@@ -3,6 +3,7 @@
     queue_dependents   a commit queues each dependent observer once
     watch / unwatch    an observer being created is queued for any table
     begin / finish     one evaluation at a time; a change during it reruns it once
+    sync / settled     a client waits until the observer reflects its writes
     observer_lock      the same lock, held by a subscribing request
 
 Every flag has a lifetime, so a lost task or a killed worker blocks nothing for long.
@@ -30,6 +31,8 @@ __all__ = [
     "observer_lock",
     "queue",
     "queue_dependents",
+    "settled",
+    "sync",
     "unwatch",
     "watch",
 ]
@@ -173,6 +176,52 @@ def finish(oid: str, token: str, *, keep: bool = True) -> int:
             "1" if keep else "0",
         )
     )
+
+
+# KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.
+# The observer has caught up with every committed write when no evaluation is queued,
+# running or owed: then its version; else the client waits (-1) for ``settled``.
+_SYNC = """
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
+  return -1
+end
+return tonumber(redis.call('HGET', KEYS[5], 'version') or '-2')
+"""
+
+# KEYS: waiting, obs hash. The version to announce, or -1 when nobody waits.
+_SETTLED = """
+if redis.call('DEL', KEYS[1]) == 0 then return -1 end
+return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
+"""
+
+
+def sync(oid: str) -> int | None:
+    """The observer's version if it reflects every write committed so far, else None.
+
+    None also records that a client waits: the evaluation that catches up calls
+    ``settled`` and announces it. -2: the observer does not exist.
+    """
+    version = int(
+        client().eval(
+            _SYNC,
+            5,
+            keys.queued(oid),
+            keys.lock(oid),
+            keys.dirty(oid),
+            keys.waiting(oid),
+            keys.observer(oid),
+            queued_ttl(),
+        )
+    )
+    return None if version == -1 else version
+
+
+def settled(oid: str) -> int | None:
+    """Called once the observer's lock is released with nothing owed: the version to
+    announce to the clients waiting for it, or None when none waits."""
+    version = int(client().eval(_SETTLED, 2, keys.waiting(oid), keys.observer(oid)))
+    return None if version < 0 else version
 
 
 def clear_starts(oid: str) -> None:

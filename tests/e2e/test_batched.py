@@ -184,3 +184,28 @@ def test_evaluations_do_not_spend_the_users_request_quota(live):
         frame = sock.next_push()
         assert frame["type"] == "diff", frame
         assert frame["added"][-1]["item"]["name"] == name
+
+
+def test_sync_tells_a_client_when_its_own_write_has_arrived(live):
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/")
+    settled = sock.request({"type": "sync", "observer": answer["observer"]})
+    assert settled == {
+        "type": "synced",
+        "id": settled["id"],
+        "observer": answer["observer"],
+        "version": answer["version"],
+    }
+    Item.objects.create(name="mine")  # committed: its evaluation is queued now
+    first = sock.request({"type": "sync", "observer": answer["observer"]})
+    frames = [first] if first["type"] == "synced" else [first, *sock.pushed]
+    while not any(f["type"] == "synced" for f in frames):
+        frames.append(sock.recv())
+    diffs = [f for f in frames if f["type"] == "diff"]
+    synced = next(f for f in frames if f["type"] == "synced")
+    # The diff of the write comes first; "synced" names the version that holds it.
+    assert diffs and diffs[-1]["added"][-1]["item"]["name"] == "mine"
+    assert synced["version"] == diffs[-1]["version"]
+    assert frames.index(diffs[-1]) < frames.index(synced)
+    refused = sock.request({"type": "sync", "observer": "f" * 64})
+    assert (refused["type"], refused["code"]) == ("error", "not_subscribed")

@@ -49,7 +49,10 @@ if os.environ.get("REACTIVE_DATABASE", "sqlite") == "postgres":
         "PORT": os.environ.get("REACTIVE_PG_PORT", "5432"),
         "USER": os.environ.get("REACTIVE_PG_USER", "postgres"),
         "PASSWORD": os.environ.get("REACTIVE_PG_PASSWORD", ""),
-        "CONN_MAX_AGE": 60,
+        # The suite's worker and server processes keep connections (tests/processes.py
+        # sets 60); in the pytest process, threads of short-lived event loops open
+        # them, so they close after each use rather than die open with the thread.
+        "CONN_MAX_AGE": int(os.environ.get("REACTIVE_TEST_CONN_MAX_AGE", "0")),
         "TEST": {"NAME": "reactive_test"},
     }
 else:

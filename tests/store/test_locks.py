@@ -94,3 +94,20 @@ def test_watch_entries_expire_by_themselves(store_redis):
     store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
     assert locks.queue_dependents({"any_table"}) == ([], [])
     assert store_redis.zcard("rc:watch") == 0
+
+
+def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
+    observers.save("o1", spec="{}", items=[], meta={}, version=4, tables=["t"], creator="")
+    assert locks.sync("o1") == 4
+    assert locks.settled("o1") is None  # nobody waits
+    locks.queue(["o1"])  # a commit queued an evaluation
+    assert locks.sync("o1") is None
+    assert store_redis.ttl("rc:waiting:o1") > 0
+    locks.begin("o1", "worker")  # the task starts: queued cleared, lock taken
+    assert locks.sync("o1") is None
+    observers.save("o1", spec="{}", items=[], meta={}, version=5, tables=["t"], creator="")
+    assert locks.finish("o1", "worker") == 0
+    assert locks.settled("o1") == 5  # announced once
+    assert locks.settled("o1") is None
+    assert locks.sync("o1") == 5
+    assert locks.sync("missing") == -2

@@ -189,6 +189,11 @@ export declare class ReactiveClient {
   subscribe<T extends object = Item>(url: string, handlers?: SubscriptionHandlers<T>): Promise<Subscription<T>>;
   /** Reconnect now instead of after the backoff; only while "reconnecting". */
   reconnect(): void;
+  /**
+   * Read your writes: resolves once every subscription reflects each write the
+   * server committed before the call (e.g. after your own POST answered).
+   */
+  sync(): Promise<void>;
   /** Close for good: no reconnect, subscriptions end, pending subscribes reject with "closed". */
   close(): void;
 }

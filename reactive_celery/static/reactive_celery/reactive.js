@@ -198,6 +198,7 @@ export class ReactiveClient {
     this._pending = new Map(); // request id -> {kind: "subscribe", sub} | {kind: "unsubscribe", resolve}
     this._subs = new Set();
     this._byObserver = new Map(); // observer -> Set<Subscription>; identical URLs share one
+    this._syncWaiters = new Set(); // {observer, version, resolve, reject} of sync() calls
     this._ws = null;
     this._open = false;
     this._attempt = 0;
@@ -244,6 +245,26 @@ export class ReactiveClient {
     return ready;
   }
 
+  /**
+   * Read your writes: resolves once every subscription reflects each write the
+   * server committed before this call (call it after your own POST or PATCH
+   * answered). Rejects with a ReactiveError if the client closes first.
+   */
+  sync() {
+    if (this._state === "closed") {
+      return Promise.reject(new ReactiveError("closed", "The client is closed."));
+    }
+    const waits = [...this._byObserver.keys()].map(
+      (observer) =>
+        new Promise((resolve, reject) => {
+          const waiter = { observer, version: null, resolve, reject };
+          this._syncWaiters.add(waiter);
+          this._sendSync(waiter);
+        }),
+    );
+    return Promise.all(waits).then(() => undefined);
+  }
+
   /** Reconnect now instead of waiting out the backoff; does nothing unless reconnecting. */
   reconnect() {
     if (this._state !== "reconnecting" || this._ws) return;
@@ -259,6 +280,10 @@ export class ReactiveClient {
     this._clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopPing();
+    for (const waiter of this._syncWaiters) {
+      waiter.reject(new ReactiveError("closed", "The client was closed."));
+    }
+    this._syncWaiters.clear();
     for (const sub of this._subs) {
       sub.closed = true;
       sub._closing = Promise.resolve();
@@ -295,6 +320,8 @@ export class ReactiveClient {
     this._startPing();
     // Resume: each live subscription asks again, with its observer and version when it has them.
     for (const sub of this._subs) this._sendSubscribe(sub);
+    // A sync whose answer the old socket took with it asks again.
+    for (const waiter of this._syncWaiters) if (waiter.version === null) this._sendSync(waiter);
   }
 
   _handleClose() {
@@ -435,6 +462,10 @@ export class ReactiveClient {
     sub._requestId = this._request("subscribe", fields, { kind: "subscribe", sub });
   }
 
+  _sendSync(waiter) {
+    if (this._open) this._request("sync", { observer: waiter.observer }, { kind: "sync", waiter });
+  }
+
   _unsubscribe(observer) {
     return new Promise((resolve) => {
       // Never rejects: the subscription is gone locally and ends with the socket anyway.
@@ -462,6 +493,11 @@ export class ReactiveClient {
         return this._onDiff(message);
       case "unsubscribed":
         return this._onUnsubscribed(message);
+      case "sync_pending":
+        // A `synced` push follows once the observer catches up.
+        return this._pending.delete(message.id);
+      case "synced":
+        return this._onSynced(message);
       case "error":
         return this._onError(message);
     }
@@ -508,6 +544,7 @@ export class ReactiveClient {
       sub._ready.resolve(sub);
       sub._ready = null;
     }
+    this._settleSyncs(sub.observer);
   }
 
   _onDiff(message) {
@@ -541,7 +578,32 @@ export class ReactiveClient {
     sub.version = diff.version;
     sub.meta = { ...sub.meta, ...pickMeta(diff) };
     sub._emit(diff);
+    this._settleSyncs(sub.observer);
     return true;
+  }
+
+  _onSynced(message) {
+    if (message.id != null) this._pending.delete(message.id);
+    for (const waiter of this._syncWaiters) {
+      if (waiter.observer === message.observer) waiter.version = message.version;
+    }
+    this._settleSyncs(message.observer);
+  }
+
+  /** Resolve the syncs of `observer` whose version every subscription of it holds. */
+  _settleSyncs(observer) {
+    const subs = [...(this._byObserver.get(observer) || [])];
+    for (const waiter of [...this._syncWaiters]) {
+      if (waiter.observer !== observer || waiter.version === null) continue;
+      const caughtUp = subs.every(
+        (sub) =>
+          sub.closed ||
+          (!sub._resyncing && Number.isInteger(sub.version) && sub.version >= waiter.version),
+      );
+      if (!caughtUp) continue;
+      this._syncWaiters.delete(waiter);
+      waiter.resolve();
+    }
   }
 
   _onUnsubscribed(message) {
@@ -560,6 +622,10 @@ export class ReactiveClient {
     if (entry) {
       this._pending.delete(message.id);
       if (entry.kind === "unsubscribe") return entry.resolve();
+      if (entry.kind === "sync") {
+        this._syncWaiters.delete(entry.waiter);
+        return entry.waiter.reject(error);
+      }
       return this._subscribeFailed(entry.sub, error);
     }
     if (message.observer != null && message.id == null) {
