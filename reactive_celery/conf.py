@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OBSERVERS_PER_USER": 500,
     # Seconds between beat's sweeps of expired subscribers and abandoned observers.
     "SWEEP_INTERVAL": 30,
+    # Seconds a socket ticket (POST <prefix>/ticket) may be presented after it was issued.
+    "TICKET_TTL": 60,
 }
 
 _POSITIVE_NUMBERS = (
@@ -88,6 +90,7 @@ _POSITIVE_NUMBERS = (
     "MAX_SOCKETS_PER_ADDRESS",
     "MAX_OBSERVERS_PER_USER",
     "SWEEP_INTERVAL",
+    "TICKET_TTL",
 )
 
 

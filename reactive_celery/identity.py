@@ -7,6 +7,11 @@ for a request (the session exists, its auth hash matches the user's password,
 the backend still returns the user, so an inactive one fails) on every
 socket-side request, every heartbeat, and whenever the user is saved, deleted
 or logged out: those changes reach the user's sockets through a per-user group.
+
+A socket that presents a ticket (``tickets``) is its ticket's user, never its
+cookie's; it is checked again by the same rules: the user still exists, the
+backend would still let it authenticate (an inactive one fails), and its
+password is the one the ticket was issued under.
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import auth
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_logged_out
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
 
-from . import broadcast
+from . import broadcast, tickets
 from .conf import reactive_settings
 
 __all__ = [
@@ -52,10 +59,12 @@ USER_CHANGED = "reactive.user_changed"
 
 @dataclass(frozen=True)
 class Identity:
-    """What a socket proved at connect: its user's pk ("" if anonymous) and session key."""
+    """What a socket proved at connect: its user's pk ("" if anonymous) and session key,
+    or the ticket it presented instead of a session."""
 
     user: str
     session_key: str | None
+    ticket: tickets.Ticket | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -69,8 +78,16 @@ def user_group(user: str) -> str:
     return f"reactive.user.{digest[:32]}"
 
 
-def identify(scope: Mapping[str, Any]) -> Identity:
-    """The identity a socket connected with (called once, at connect)."""
+def identify(scope: Mapping[str, Any]) -> Identity | None:
+    """The identity a socket connected with (called once, at connect).
+
+    A socket that names a ticket is the ticket's user whatever its cookie says;
+    None if that ticket is forged, malformed or expired.
+    """
+    presented = tickets.presented(scope)
+    if presented is not None:
+        ticket = tickets.verify(presented)
+        return None if ticket is None else Identity(ticket.user, None, ticket)
     user = scope.get("user")
     session = scope.get("session")
     pk = str(user.pk) if user is not None and getattr(user, "is_authenticated", False) else ""
@@ -95,6 +112,8 @@ def current_user(identity: Identity) -> AbstractBaseUser | AnonymousUser | None:
     """
     if identity.anonymous:
         return AnonymousUser()
+    if identity.ticket is not None:
+        return _ticket_user(identity.ticket)
     if not identity.session_key:
         return None
     engine = import_module(settings.SESSION_ENGINE)
@@ -103,6 +122,19 @@ def current_user(identity: Identity) -> AbstractBaseUser | AnonymousUser | None:
     if not user.is_authenticated or str(user.pk) != identity.user:
         return None
     return user
+
+
+def _ticket_user(ticket: tickets.Ticket) -> AbstractBaseUser | None:
+    """The ticket's user loaded now, if it may still authenticate and kept its password."""
+    model = auth.get_user_model()
+    try:
+        user: Any = model._default_manager.get(pk=model._meta.pk.to_python(ticket.user))
+    except (model.DoesNotExist, ValidationError):
+        return None
+    # The rule ModelBackend applies at login (is_active), which DRF's classes apply too.
+    if not ModelBackend().user_can_authenticate(user) or not tickets.holds(ticket, user):
+        return None
+    return tickets.mark(user, ticket)
 
 
 def _tell_user(user: str, message: dict[str, Any]) -> None:

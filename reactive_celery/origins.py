@@ -16,6 +16,12 @@ unsafe HTTP request. Channels' ``AllowedHostsOriginValidator`` compares the
 host only, so ``http://localhost:9999`` (any other local server) passed for
 a site on ``http://localhost:8000``.
 
+A handshake without ``Origin`` whose query names a ``ticket`` (``tickets``)
+passes: a ticket is not an ambient credential a page can make a browser send,
+so there is nothing for another origin to hijack, and the socket never falls
+back to the cookie. Browsers always send ``Origin``; with one, the check above
+applies, ticket or not.
+
 Any other handshake, one without ``Origin`` included, is closed before it is
 accepted (the server answers HTTP 403, as Channels' validator does) and
 logged once on ``reactive_celery.origins``::
@@ -36,6 +42,8 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 from django.utils.http import is_same_domain
+
+from . import tickets
 
 __all__ = ["OriginValidator", "origin_verified"]
 
@@ -88,12 +96,13 @@ def _trusted(origin: str) -> bool:
 def origin_verified(scope: _Scope) -> tuple[bool, str]:
     """Whether a WebSocket scope's ``Origin`` may open a socket, and the origin seen.
 
-    The origin seen is ``""`` when the header is missing.
+    The origin seen is ``""`` when the header is missing; that passes only for a
+    handshake that names a ticket.
     """
     request = _Handshake(scope)
     origin = request.META.get("HTTP_ORIGIN", "")
     if not origin:
-        return False, ""
+        return tickets.presented(scope) is not None, ""
     try:
         own = f"{'https' if request.is_secure() else 'http'}://{request.get_host()}"
     except DisallowedHost:

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import broadcast, observer
+from . import broadcast, observer, tickets
 from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
@@ -261,10 +261,30 @@ def _reactive_method(func: Any) -> Any:
     return method if getattr(method, ATTRIBUTE, None) is not None else None
 
 
-def _accepts_sessions(func: Any) -> bool:
+def _credential_refused(func: Any, path: str, authenticator: str | None) -> str | None:
+    """Why the view refuses a signed-in socket's credential, or None if it accepts it.
+
+    The credential is the socket's session, or for a ticket socket the class
+    that authenticated the ticket's request: the view must hold it (or a subclass).
+    """
     initkwargs = getattr(func, "initkwargs", {}) or {}
     classes = initkwargs.get("authentication_classes", func.cls.authentication_classes)
-    return any(issubclass(cls, SessionAuthentication) for cls in classes)
+    if authenticator is not None:
+        if tickets.accepted(authenticator, classes):
+            return None
+        names = ", ".join(cls.__name__ for cls in classes) or "none"
+        return (
+            f"The view at {path} accepts {names} (its authentication_classes), and this "
+            f"socket's ticket was issued to a request authenticated by {authenticator}: get "
+            "the ticket with credentials the view accepts, or subscribe over HTTP."
+        )
+    if any(issubclass(cls, SessionAuthentication) for cls in classes):
+        return None
+    return (
+        f"The view at {path} does not accept session authentication (see its "
+        "authentication_classes), and a socket is signed in by its session: subscribe "
+        "over HTTP with the credentials the view accepts."
+    )
 
 
 def subscribe_url(
@@ -292,13 +312,11 @@ def subscribe_url(
         raise Refused("not_found", f"No view answers {parts.path}.") from None
     if _reactive_method(match.func) is None:
         raise Refused("not_reactive", f"The view at {parts.path} is not @reactive.")
-    if getattr(user, "is_authenticated", False) and not _accepts_sessions(match.func):
-        raise Refused(
-            "forbidden",
-            f"The view at {parts.path} does not accept session authentication (see its "
-            "authentication_classes), and a socket is signed in by its session: subscribe "
-            "over HTTP with the credentials the view accepts.",
-        )
+    via_ticket = tickets.authenticator(user)
+    if getattr(user, "is_authenticated", False):
+        refusal = _credential_refused(match.func, parts.path, via_ticket)
+        if refusal is not None:
+            raise Refused("forbidden", refusal)
     query = QueryDict(parts.query, mutable=True)
     query.pop(OBSERVE_PARAM, None)
     query_string = "&".join(
@@ -308,6 +326,9 @@ def subscribe_url(
     # As AuthenticationMiddleware would from the session; the view's own
     # authentication classes then decide, as they do for HTTP.
     request.user = user  # type: ignore[assignment]
+    if via_ticket is not None:
+        # The view accepts the ticket's class (checked above) but would find no token here.
+        request.run_as(user)
     setattr(request, _RESUME_ATTRIBUTE, since)
     response = match.func(request, *match.args, **match.kwargs)
     status = getattr(response, "status_code", 500)

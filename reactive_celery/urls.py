@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import UnsubscribeView
+from .views import TicketView, UnsubscribeView
 
 __all__ = ["app_name", "urlpatterns"]
 
@@ -15,4 +15,5 @@ app_name = "reactive_celery"
 
 urlpatterns = [
     path("unsubscribe", UnsubscribeView.as_view(), name="unsubscribe"),
+    path("ticket", TicketView.as_view(), name="ticket"),
 ]

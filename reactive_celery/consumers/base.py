@@ -120,9 +120,22 @@ class SubscriberSocket(AsyncWebsocketConsumer):
     async def claim(self, sid: str) -> int | None:
         """Register ``sid`` for this socket and rejoin its groups.
 
+        The socket's identity is its session's, or its ticket's if it named one.
         Returns None, or the close code to refuse the socket with.
         """
-        self.identity = identify(self.scope)
+        identity = identify(self.scope)
+        if identity is None:
+            return CLOSE_SESSION_ENDED  # a ticket that is forged or expired
+        self.identity = identity
+        if identity.ticket is not None:
+            # A session was checked by the auth middleware at connect; a ticket is checked here.
+            try:
+                user = await database_sync_to_async(current_user, thread_sensitive=False)(identity)
+            except Exception as exc:
+                logger.warning("Could not check the ticket of a socket, refusing it: %s", exc)
+                return CLOSE_UNAVAILABLE
+            if user is None:
+                return CLOSE_SESSION_ENDED
         address = (self.scope.get("client") or ("",))[0] or ""
         try:
             observers = await call(
@@ -152,7 +165,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         self._accepted = True
 
     async def check_identity(self) -> AbstractBaseUser | AnonymousUser | None:
-        """The socket's user as its session gives it now; if it no longer does, end the socket."""
+        """The socket's user as its session (or ticket) gives it now; if not, end the socket."""
         if self.identity.anonymous:
             # Nothing to read: no thread hop for the many anonymous sockets of a page.
             return AnonymousUser()

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from . import ops_views, security_views, views
+from . import ops_views, security_views, ticket_views, views
 
 router = DefaultRouter()
 router.register("items", views.ItemViewSet)
@@ -19,5 +19,7 @@ router.register("shared-staff", security_views.SharedStaffViewSet, basename="sha
 router.register("wrongly-shared", security_views.WronglySharedOwnViewSet, basename="wrongly")
 router.register("basic-only", security_views.BasicOnlyViewSet, basename="basic-only")
 router.register("exploding", security_views.ExplodingViewSet, basename="exploding")
+router.register("token-own", ticket_views.TokenOwnViewSet, basename="token-own")
+router.register("session-only", ticket_views.SessionOnlyViewSet, basename="session-only")
 
 urlpatterns = [*router.urls, path("logout/", security_views.logout_view)]

@@ -31,9 +31,9 @@ export type ObserverErrorCode = "forbidden" | "gone" | "timeout" | "error" | "cr
 /**
  * Codes the client itself uses: "closed" (client closed), "bad_diff" (a diff that does not
  * apply), "handshake_refused" (the socket closed before it ever opened, `handshakeAttempts`
- * times in a row: see ReactiveClientOptions).
+ * times in a row: see ReactiveClientOptions), "ticket_failed" (options.ticket rejected).
  */
-export type ClientErrorCode = "closed" | "bad_diff" | "handshake_refused";
+export type ClientErrorCode = "closed" | "bad_diff" | "handshake_refused" | "ticket_failed";
 
 export type ErrorCode = RequestErrorCode | ObserverErrorCode | ClientErrorCode;
 
@@ -170,6 +170,13 @@ export interface ReactiveClientOptions {
    * The client keeps reconnecting afterwards.
    */
   handshakeAttempts?: number;
+  /**
+   * For clients without the session cookie: returns a ticket from `POST <prefix>/ticket`
+   * (authenticated as the views the socket subscribes to accept). Called before every
+   * (re)connect and sent as `?ticket=`; a rejection reaches onError as "ticket_failed"
+   * and counts as a socket that did not open (backoff, then a new ticket).
+   */
+  ticket?: () => Promise<string>;
 }
 
 export declare class ReactiveClient {

@@ -171,7 +171,9 @@ export class ReactiveClient {
   /**
    * Open the socket at once. Options: WebSocket, setTimeout, clearTimeout,
    * random (for tests), location, minDelay (500 ms), maxDelay (10000 ms),
-   * pingInterval (25000 ms; 0 turns the keepalive off), handshakeAttempts (3).
+   * pingInterval (25000 ms; 0 turns the keepalive off), handshakeAttempts (3),
+   * ticket: a function returning a Promise of a ticket (POST <prefix>/ticket), called
+   * before every (re)connect and sent as `?ticket=`: for clients without the session cookie.
    */
   constructor(url, options = {}) {
     this.url = resolveSocketUrl(url, "location" in options ? options.location : globalThis.location);
@@ -188,6 +190,11 @@ export class ReactiveClient {
     };
     this._pingInterval = options.pingInterval ?? 25000;
     this._handshakeAttempts = options.handshakeAttempts ?? 3;
+    this._ticket = options.ticket || null;
+    if (this._ticket !== null && typeof this._ticket !== "function") {
+      throw new TypeError("options.ticket must be a function returning a Promise of a ticket.");
+    }
+    this._fetchingTicket = false; // a connect waits for its ticket: no second one meanwhile
     /** Called with the new state: "connecting" | "open" | "reconnecting" | "closed". */
     this.onStateChange = null;
     /** Called with errors that belong to no request or subscription. */
@@ -267,7 +274,7 @@ export class ReactiveClient {
 
   /** Reconnect now instead of waiting out the backoff; does nothing unless reconnecting. */
   reconnect() {
-    if (this._state !== "reconnecting" || this._ws) return;
+    if (this._state !== "reconnecting" || this._ws || this._fetchingTicket) return;
     this._clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
     this._connect();
@@ -303,7 +310,40 @@ export class ReactiveClient {
   // Socket lifecycle.
 
   _connect() {
-    const ws = new this._WebSocket(this.url);
+    if (!this._ticket) {
+      this._openSocket(this.url);
+      return;
+    }
+    // A fresh ticket for every socket: one lives TICKET_TTL seconds, a reconnect may come later.
+    this._fetchingTicket = true;
+    let pending;
+    try {
+      pending = Promise.resolve(this._ticket());
+    } catch (thrown) {
+      pending = Promise.reject(thrown);
+    }
+    pending
+      .then((ticket) => {
+        this._fetchingTicket = false;
+        if (this._state === "closed") return;
+        if (typeof ticket !== "string" || !ticket) {
+          throw new TypeError(`options.ticket resolved with ${JSON.stringify(ticket)}, not a ticket.`);
+        }
+        const separator = this.url.includes("?") ? "&" : "?";
+        this._openSocket(`${this.url}${separator}ticket=${encodeURIComponent(ticket)}`);
+      })
+      .catch((error) => {
+        this._fetchingTicket = false;
+        if (this._state === "closed") return;
+        this._reportError(
+          new ReactiveError("ticket_failed", `Could not get a ticket for the socket: ${error?.message || error}`),
+        );
+        this._handleClose(); // as a socket that never opened: backoff, then a new ticket
+      });
+  }
+
+  _openSocket(url) {
+    const ws = new this._WebSocket(url);
     this._ws = ws;
     ws.onopen = () => this._ws === ws && this._handleOpen();
     ws.onmessage = (event) => this._ws === ws && this._handleMessage(event.data);
