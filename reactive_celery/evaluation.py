@@ -187,7 +187,8 @@ def permitted(spec: ObserverSpec, users: Iterable[str]) -> set[str]:
     allowed = set()
     for key in wanted:
         user = AnonymousUser() if not key else loaded.get(key)
-        if user is None or not getattr(user, "is_active", True):
+        # AnonymousUser.is_active is False: only a real user can have been deactivated.
+        if user is None or (key and not getattr(user, "is_active", True)):
             continue
         if _passes_permissions(match, spec, user):
             allowed.add(key)

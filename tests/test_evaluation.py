@@ -10,7 +10,13 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from rest_framework.response import Response
 
-from reactive_celery.evaluation import GetRequest, Result, evaluate_spec, result_from_response
+from reactive_celery.evaluation import (
+    GetRequest,
+    Result,
+    evaluate_spec,
+    permitted,
+    result_from_response,
+)
 from reactive_celery.exceptions import ObserverError, ObserverForbidden, ObserverGone
 from tests.test_observer import spec_for
 from tests.testapp.models import Category, Item, Tag
@@ -162,3 +168,15 @@ def test_the_throttle_would_have_refused_a_second_request(client):
         assert client.get("/api/throttled/").status_code == 429
     finally:
         cache.clear()
+
+
+@pytest.mark.django_db
+def test_permitted_admits_whom_the_permission_classes_admit_now():
+    staff = User.objects.create(username="staff", is_staff=True)
+    plain = User.objects.create(username="plain")
+    gone = User.objects.create(username="gone", is_staff=True, is_active=False)
+    users = {"", str(staff.pk), str(plain.pk), str(gone.pk), "999999"}
+    open_view = spec_for()  # AllowAny: anonymous subscribers stay too
+    assert permitted(open_view, users) == {"", str(staff.pk), str(plain.pk)}
+    staff_only = spec_for("/api/staff/", "StaffItemViewSet")
+    assert permitted(staff_only, users) == {str(staff.pk)}
