@@ -88,9 +88,9 @@ class ConsistentClient(threading.Thread):
                 self.reconnects += 1
                 self._connect()
                 continue
-            self._handle(frame)
+            self._on_frame(frame)
 
-    def _handle(self, frame: dict) -> None:
+    def _on_frame(self, frame: dict) -> None:
         kind = frame.get("type")
         if kind == "subscribed":
             self.observer = frame["observer"]

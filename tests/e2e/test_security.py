@@ -226,8 +226,9 @@ def test_deep_nesting_and_lone_surrogates_get_one_error_and_one_log_line(live):
     sock = live.batched()
     sock.send_raw("[" * 100_000 + "]" * 100_000)
     assert sock.recv()["code"] in ("bad_json", "too_large")
-    sock.send_raw("[" * 5000 + "]" * 5000)
-    assert sock.recv()["code"] == "bad_json"
+    # Too deep for the decoder (bad_json), or decoded into no object (bad_message, 3.13).
+    sock.send_raw("[" * 30_000 + "]" * 30_000)
+    assert sock.recv()["code"] in ("bad_json", "bad_message")
     # Valid JSON that decodes to a lone surrogate, which no URL or query can encode.
     for url in ("/api/items/?q=\\ud800", "/api/\\udfff/"):
         sock.send_raw(f'{{"type": "subscribe", "url": "{url}"}}')
