@@ -2,6 +2,7 @@
 
 ReactiveError
  ├── ConfigurationError      settings or decorator usage are wrong
+ │    └── ViewMisconfigured  a subscribe found the view unusable (HTTP 500, a JSON detail)
  ├── ObserverError           an observer cannot be evaluated
  │    ├── ObserverGone       its spec no longer resolves (view, user removed)
  │    ├── ObserverForbidden  its user may no longer see the view
@@ -29,6 +30,7 @@ __all__ = [
     "Refused",
     "StoreUnavailable",
     "TooManySockets",
+    "ViewMisconfigured",
 ]
 
 
@@ -38,6 +40,14 @@ class ReactiveError(Exception):
 
 class ConfigurationError(ReactiveError):
     """Settings or decorator usage are wrong; the message names the fix."""
+
+
+class ViewMisconfigured(ConfigurationError, APIException):
+    """500 with a JSON detail that names the fix, e.g. items without a primary key."""
+
+    status_code = 500
+    default_detail = "The observed view is misconfigured for @reactive."
+    default_code = "view_misconfigured"
 
 
 class ObserverError(ReactiveError):

@@ -32,11 +32,11 @@ from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
 from .exceptions import (
-    ConfigurationError,
     DependsOnUser,
     ObserverError,
     Refused,
     StoreUnavailable,
+    ViewMisconfigured,
 )
 from .options import ATTRIBUTE, ReactiveOptions
 from .protocol import STATUS_ERRORS, SUBSCRIBER_ID
@@ -81,7 +81,7 @@ def _primary_key(viewset: APIView, options: ReactiveOptions) -> str:
     try:
         model = viewset.get_queryset().model  # type: ignore[attr-defined]  # AttributeError: no queryset
     except Exception as exc:
-        raise ConfigurationError(
+        raise ViewMisconfigured(
             f"{type(viewset).__name__} has no queryset to take a primary key from; "
             f"pass @reactive(primary_key='<field>')."
         ) from exc
@@ -204,7 +204,7 @@ def _subscribe_locked(
         )
     except ValueError as exc:
         subscribers.unsubscribe(oid, subscriber.id)
-        raise ConfigurationError(str(exc)) from exc
+        raise ViewMisconfigured(str(exc)) from exc
     assert version is not None  # only workers' publishes can find the observer gone
     if options.poll_interval is not None:
         # After subscribe: beat's claim drops entries of observers without subscribers.
