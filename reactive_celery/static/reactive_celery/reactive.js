@@ -405,12 +405,7 @@ export class ReactiveClient {
     let rejected = false;
     for (const sub of [...this._subs]) {
       if (!sub._ready) continue;
-      this._forget(sub);
-      sub.closed = true;
-      sub.error = error;
-      sub._closing = Promise.resolve();
-      sub._ready.reject(error);
-      sub._ready = null;
+      this._rejectFirst(sub, error);
       rejected = true;
     }
     if (this._refusals === this._handshakeAttempts || rejected) this._reportError(error);
@@ -676,17 +671,22 @@ export class ReactiveClient {
     this._reportError(error);
   }
 
+  /** End `sub` before its first answer: its subscribe() promise rejects with `error`. */
+  _rejectFirst(sub, error) {
+    this._forget(sub);
+    sub.closed = true;
+    sub.error = error;
+    sub._closing = Promise.resolve();
+    sub._ready.reject(error);
+    sub._ready = null;
+  }
+
   _subscribeFailed(sub, error) {
     sub._requestId = null;
     if (sub.closed) return;
     if (sub._ready && error.code !== "rate_limited") {
       // The first answer: the caller decides what to do (but pacing is ours to handle).
-      this._forget(sub);
-      sub.closed = true;
-      sub.error = error;
-      sub._closing = Promise.resolve();
-      sub._ready.reject(error);
-      sub._ready = null;
+      this._rejectFirst(sub, error);
     } else if (TRANSIENT_CODES.has(error.code)) {
       // Refused for now (too fast, or Redis away): try again later, still buffering diffs.
       const delay = backoffDelay(sub._attempt++, this._backoff);
