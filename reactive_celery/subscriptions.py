@@ -186,7 +186,7 @@ def _subscribe_locked(
     result = result_from_response(response)
     result.tables = tables
     if not options.per_user:
-        result = _shared_result(spec, result)
+        result = _shared_result(spec, result, user)
     stored = observers.load(oid)
     # Subscribe first: a concurrent last unsubscribe then finds a member and keeps the observer.
     if not subscribers.subscribe(oid, subscriber.id):
@@ -229,21 +229,28 @@ def _subscribe_locked(
     return Response(answer)
 
 
-def _shared_result(spec: ObserverSpec, own: Result) -> Result:
+def _shared_result(spec: ObserverSpec, own: Result, user: str) -> Result:
     """The shared observer's result, as its one fixed identity sees it.
 
     The subscriber's own answer must equal it: if it does not, the view depends
-    on the user and sharing it would hand one user's rows to another.
+    on the user and sharing it would hand one user's rows to another. A view whose
+    data moves on its own (a clock, a counter) can differ between two evaluations
+    a millisecond apart, so a mismatch is confirmed by evaluating both again
+    before the subscribe is refused; a view that depends on the user differs every time.
     """
-    try:
-        shared = evaluate_spec(spec, None, shared=True)
-    except Exception as exc:
-        raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view)) from exc
-    if shared.items != own.items or shared.meta != own.meta:
-        raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view))
-    return shared
+    for attempt in range(_AGREEMENT_ATTEMPTS):
+        try:
+            if attempt:
+                own = evaluate_spec(spec, user or None)
+            shared = evaluate_spec(spec, None, shared=True)
+        except Exception as exc:
+            raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view)) from exc
+        if shared.items == own.items and shared.meta == own.meta:
+            return shared
+    raise DependsOnUser(_DEPENDS_ON_USER.format(view=spec.view))
 
 
+_AGREEMENT_ATTEMPTS = 3
 _DEPENDS_ON_USER = (
     "{view} is @reactive(per_user=False), but its result for you differs from the shared "
     "result: the view depends on the user. Remove per_user=False (the default gives each "

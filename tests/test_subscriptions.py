@@ -12,7 +12,7 @@ from reactive_celery import observer, subscriptions
 from reactive_celery.exceptions import Refused
 from reactive_celery.store import observers, subscribers
 from tests.conftest import MARKER
-from tests.testapp import ops_views, views
+from tests.testapp import ops_views, security_views, views
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db
@@ -245,3 +245,25 @@ def test_the_subscribed_socket_hears_when_its_observer_stops(store_redis, listen
     observer.stop(oid, "gone", "bye")
     message = listener.receive()
     assert (message["observer"], message["code"]) == (oid, "gone")
+
+
+def test_a_shared_view_whose_data_moves_between_two_readings_is_not_refused(store_redis, listener):
+    # The first reading (the subscriber's own) differs from the shared one; the
+    # view does not depend on the user, so the second pair agrees and it is shared.
+    security_views.SettlingClockViewSet.readings = 0
+    subscribers.register(SID, listener.channel, "")
+    data = subscribe("/api/settling/")
+    assert data["items"] == [{"id": 1, "settled": True}]
+    assert observers.load(data["observer"]).items == data["items"]
+    assert security_views.SettlingClockViewSet.readings == 4
+
+
+def test_a_shared_view_that_depends_on_the_user_is_refused_every_time(store_redis, listener):
+    owner = User.objects.create(username="owner")
+    Item.objects.create(name="mine", owner=owner)
+    subscribers.register(SID, listener.channel, str(owner.pk))
+    with pytest.raises(Refused) as refused:
+        subscribe("/api/wrongly-shared/", user=owner)
+    assert refused.value.code == "depends_on_user"
+    assert "per_user=False" in refused.value.message
+    assert store_redis.keys("rc:obs:*") == []

@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from rest_framework import permissions, viewsets
+from rest_framework.response import Response
 from rest_framework.authentication import BasicAuthentication
 
 from reactive_celery import reactive
@@ -32,6 +33,22 @@ class WronglySharedOwnViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         user = self.request.user
         return Item.objects.filter(owner=user if user.is_authenticated else None)
+
+
+@reactive(per_user=False, primary_key="id")
+class SettlingClockViewSet(viewsets.ViewSet):
+    """Shared, user-independent, but its first reading differs from every later one.
+
+    Stands for a clock or a counter: two evaluations a moment apart can disagree
+    without the view depending on the user.
+    """
+
+    permission_classes = [permissions.AllowAny]
+    readings = 0
+
+    def list(self, request):
+        SettlingClockViewSet.readings += 1
+        return Response([{"id": 1, "settled": SettlingClockViewSet.readings > 1}])
 
 
 @reactive
