@@ -5,8 +5,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from rest_framework import permissions, viewsets
-from rest_framework.response import Response
 from rest_framework.authentication import BasicAuthentication
+from rest_framework.response import Response
 
 from reactive_celery import reactive
 
