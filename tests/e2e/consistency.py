@@ -182,4 +182,23 @@ def assert_converged(http: httpx.Client, clients: list[ConsistentClient]) -> Non
         assert response.status_code == 200, response.text
         data = response.json()
         expected = data["results"] if isinstance(data, dict) else data
-        assert client.items == expected, (client.url, client.version, client.gaps)
+        # Enough to tell a lost evaluation (stored result stale too) from a lost push.
+        assert client.items == expected, {
+            "url": client.url,
+            "version": client.version,
+            "gaps": client.gaps,
+            "reconnects": client.reconnects,
+            "errors": client.errors[-3:],
+            "client": [row.get("id") for row in client.items],
+            "fresh": [row.get("id") for row in expected],
+            "stored": _stored(client.observer),
+        }
+
+
+def _stored(oid: str | None) -> dict | None:
+    if oid is None:
+        return None
+    store = redis.Redis.from_url(settings.REACTIVE_CELERY["REDIS_URL"], decode_responses=True)
+    fields = store.hgetall(f"rc:obs:{oid}")
+    items = json.loads(fields.get("items", "[]"))
+    return {"version": fields.get("version"), "ids": [row.get("id") for row in items]}
