@@ -200,6 +200,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             # The channel layer lost Redis: close with a code the client understands,
             # log one line rather than a traceback per socket.
             logger.warning("Socket closed, the channel layer is unreachable: %s", exc)
+            metrics.layer_error()
             if self._accepted and not self._ended:
                 self._ended = True
                 with contextlib.suppress(Exception):
