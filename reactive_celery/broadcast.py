@@ -15,6 +15,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from . import metrics
 from .conf import reactive_settings
 from .exceptions import ConfigurationError
 
@@ -74,6 +75,7 @@ def send(
             async_to_sync(run)()
             return
         except Exception:
+            metrics.layer_error()
             if attempt == SEND_ATTEMPTS - 1:
                 raise
             time.sleep(0.1 * (attempt + 1))

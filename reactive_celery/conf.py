@@ -12,6 +12,7 @@ so tests may use ``override_settings``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 from typing import Any
 
@@ -71,6 +72,11 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_INTERVAL": 30,
     # Seconds a socket ticket (POST <prefix>/ticket) may be presented after it was issued.
     "TICKET_TTL": 60,
+    # Record Prometheus metrics (when prometheus-client is installed).
+    "METRICS": True,
+    # Who may read metrics_view: client addresses or networks, and/or a bearer token.
+    "METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
+    "METRICS_TOKEN": None,
 }
 
 _POSITIVE_NUMBERS = (
@@ -136,7 +142,38 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
             "REACTIVE_CELERY['HEARTBEAT_INTERVAL'] must be shorter than "
             "REACTIVE_CELERY['SUBSCRIBER_TTL'], or subscribers expire between heartbeats."
         )
+    problems += _metrics_problems(values)
     return _with_redis_url(values), problems
+
+
+def _metrics_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    if not isinstance(values["METRICS"], bool):
+        problems.append(
+            f"REACTIVE_CELERY['METRICS'] must be True or False, got {values['METRICS']!r}."
+        )
+    allowed = values["METRICS_ALLOWED_IPS"]
+    if isinstance(allowed, str) or not isinstance(allowed, (list, tuple)):
+        problems.append(
+            "REACTIVE_CELERY['METRICS_ALLOWED_IPS'] must be a list of addresses or networks, "
+            f"e.g. ['10.0.0.0/8'], got {allowed!r}."
+        )
+    else:
+        for entry in allowed:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except (TypeError, ValueError):
+                problems.append(
+                    f"REACTIVE_CELERY['METRICS_ALLOWED_IPS'] holds {entry!r}, which is not an "
+                    "address or network such as '10.0.0.0/8'."
+                )
+    token = values["METRICS_TOKEN"]
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        problems.append(
+            "REACTIVE_CELERY['METRICS_TOKEN'] must be None or a string of at least 16 "
+            "characters (e.g. secrets.token_urlsafe())."
+        )
+    return problems
 
 
 def _unknown_key(key: Any) -> str:

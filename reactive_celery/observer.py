@@ -19,7 +19,7 @@ from typing import Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import broadcast, protocol
+from . import broadcast, metrics, protocol
 from .conf import reactive_settings
 from .diff import diff, index_by_key
 from .evaluation import Result, evaluate_spec, permitted
@@ -97,6 +97,7 @@ def evaluate(oid: str) -> bool:
         return False
     spec = ObserverSpec.from_json(stored.spec)
     started = time.perf_counter()
+    committed = metrics.commit_time(oid)
     shared = spec.user is None
     try:
         if shared:
@@ -134,6 +135,7 @@ def evaluate(oid: str) -> bool:
     except ValueError as exc:
         stop(oid, "error", str(exc))
         return False
+    metrics.evaluated(stored.version, version, started, committed)
     return version is not None and version != stored.version
 
 
@@ -245,6 +247,7 @@ def stop(oid: str, code: str, message: str) -> None:
     """Drop an observer and tell its subscribers why."""
     # Read the view before the drop deletes the spec; kept for reactive_status.
     view = stats.record_error(oid, code, message)
+    metrics.stopped(code)
     logger.warning(
         "Observer %s (%s) stopped (%s): %s",
         oid,

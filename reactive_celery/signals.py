@@ -35,6 +35,7 @@ from django.db.models.signals import (
     pre_migrate,
 )
 
+from . import metrics
 from .dependencies import tables_for, tables_of_model
 from .store import locks
 from .tasks import enqueue_evaluation
@@ -186,9 +187,10 @@ def enqueue_dependents(tables: set[str]) -> list[str]:
     sent: list[str] = []
     try:
         if tables:
-            _, fresh = locks.queue_dependents(tables)
+            dependents, fresh = locks.queue_dependents(tables)
             tables = set()  # looked up and marked: from now on only the sends are owed
             observers += [oid for oid in fresh if oid not in observers]
+            metrics.committed(dependents)
         while observers:
             enqueue_evaluation(observers[0])
             sent.append(observers.pop(0))

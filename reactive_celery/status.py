@@ -15,10 +15,11 @@ from .conf import reactive_settings
 from .store import keys, stats
 from .store.connection import client
 
-__all__ = ["collect", "queue_depth", "render"]
+__all__ = ["collect", "count_state", "queue_depth", "render"]
 
 
-def _count_state() -> dict[str, int]:
+def count_state() -> dict[str, int]:
+    """Observers, subscribers, subscriptions and polling observers, counted by SCAN."""
     r = client()
     observers = subscribers = 0
     subs_sets: list[str] = []
@@ -74,7 +75,7 @@ def collect() -> dict[str, Any]:
     summary = stats.summary()
     return {
         "prefix": reactive_settings.KEY_PREFIX,
-        **_count_state(),
+        **count_state(),
         "queue": queue_depth(),
         "evaluations": summary["evaluations"],
         "evaluation_ms": {

@@ -50,3 +50,27 @@ def test_redis_url_falls_back_to_django_setting():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         _ = reactive_settings.NOT_A_SETTING
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("METRICS", "yes", "True or False"),
+        ("METRICS_ALLOWED_IPS", "10.0.0.0/8", "list of addresses"),
+        ("METRICS_ALLOWED_IPS", ["10.0.0.0/8", "intranet"], "'intranet'"),
+        ("METRICS_TOKEN", "short", "at least 16"),
+        ("METRICS_TOKEN", 1234567890123456, "at least 16"),
+    ],
+)
+def test_metrics_settings_are_validated(key, value, message):
+    with (
+        override_settings(REACTIVE_CELERY={key: value}),
+        pytest.raises(ConfigurationError, match=f"{key}.*{message}"),
+    ):
+        _ = reactive_settings.METRICS
+
+
+def test_metrics_are_on_for_loopback_scrapers_by_default():
+    assert reactive_settings.METRICS is True
+    assert reactive_settings.METRICS_ALLOWED_IPS == ["127.0.0.1", "::1"]
+    assert reactive_settings.METRICS_TOKEN is None

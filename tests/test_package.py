@@ -117,7 +117,11 @@ def _package_imports(name: str) -> tuple[set[str], list[int]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Import | ast.ImportFrom):
             continue
-        if node not in tree.body and not _under_type_checking(tree, node):
+        if (
+            node not in tree.body
+            and not _under_type_checking(tree, node)
+            and not _optional_at_top(tree, node)
+        ):
             nested.append(node.lineno)
             continue
         if isinstance(node, ast.ImportFrom) and node.level:
@@ -134,6 +138,16 @@ def _under_type_checking(tree: ast.Module, node: ast.AST) -> bool:
         isinstance(top, ast.If)
         and node in ast.walk(top)
         and "TYPE_CHECKING" in ast.unparse(top.test)
+        for top in tree.body
+    )
+
+
+def _optional_at_top(tree: ast.Module, node: ast.AST) -> bool:
+    """An import in a top-level ``try: ... except ImportError``: an optional dependency."""
+    return any(
+        isinstance(top, ast.Try)
+        and node in top.body
+        and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in top.handlers)
         for top in tree.body
     )
 

@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
-from .. import broadcast
+from .. import broadcast, metrics
 from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber, TooManySockets
 from ..identity import Identity, current_user, identify, user_group
@@ -100,6 +100,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             return
         for text in encoded_frames(self.protocol_name, event, self.diff_frames):
             await self.send(text_data=text)
+            metrics.frame_sent(self.protocol_name)
 
     async def reactive_error(self, event: Frame) -> None:
         """Called when an observer stopped: tell the client why; the subscription ends."""
@@ -163,6 +164,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         """Accept the handshake (remembered, so a failure later can still close cleanly)."""
         await super().accept(subprotocol, headers)
         self._accepted = True
+        metrics.socket_opened()
 
     async def check_identity(self) -> AbstractBaseUser | AnonymousUser | None:
         """The socket's user as its session (or ticket) gives it now; if not, end the socket."""
@@ -198,6 +200,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             # The channel layer lost Redis: close with a code the client understands,
             # log one line rather than a traceback per socket.
             logger.warning("Socket closed, the channel layer is unreachable: %s", exc)
+            metrics.layer_error()
             if self._accepted and not self._ended:
                 self._ended = True
                 with contextlib.suppress(Exception):
@@ -212,6 +215,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             # A handler that raised ends the consumer without websocket.disconnect.
             with contextlib.suppress(Exception):
                 await self.disconnect(1011)
+            metrics.socket_closed(self._accepted)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: end every subscription of this subscriber."""
@@ -237,6 +241,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
     async def send_json(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame."""
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        metrics.frame_sent(self.protocol_name)
 
     def _groups(self, observers: list[str]) -> list[str]:
         groups = [broadcast.group_name(oid) for oid in observers]

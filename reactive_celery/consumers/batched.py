@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
-from .. import protocol
+from .. import metrics, protocol
 from ..conf import reactive_settings
 from ..exceptions import Refused
 from ..protocol import MAX_URL, OBSERVER_ID, Frame
@@ -84,6 +84,7 @@ class BatchedConsumer(SubscriberSocket):
             answer = protocol.request_error("error", f"The request failed (error {error_id}).")
         if request_id is not None:
             answer["id"] = request_id
+        metrics.answered(answer)
         await self.send_json(answer)
 
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> Frame:

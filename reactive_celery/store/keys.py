@@ -13,6 +13,7 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     sockets:addr:<ip>  zset  live subscriber ids of a client address, scored by expiry (ms)
     dep:<table>        set   observer ids that read the table
     queued:<oid>       flag  an evaluate task is waiting in the broker
+    committed:<oid>    time  the earliest commit not yet evaluated (metrics only)
     lock:<oid>         token the evaluation in progress
     dirty:<oid>        flag  a change arrived during the evaluation
     retry:<oid>        flag  a contended task scheduled a retry
@@ -36,6 +37,7 @@ import re
 from ..conf import reactive_settings
 
 __all__ = [
+    "committed",
     "dependents",
     "dirty",
     "lock",
@@ -125,6 +127,11 @@ def dependents(table: str) -> str:
 def queued(oid: str) -> str:
     """Set while an evaluate task for the observer waits in the broker."""
     return _key("queued", oid)
+
+
+def committed(oid: str) -> str:
+    """The time of the earliest commit the observer's next evaluation delivers (metrics)."""
+    return _key("committed", oid)
 
 
 def lock(oid: str) -> str:
