@@ -24,6 +24,7 @@ The modules, in the order a change flows through them::
     store/          every Redis key and script (keys, observers, subscribers, locks, ...)
     conf, checks    settings and system checks; exceptions: every error raised
     apps, beat      ready(): signals, checks, tasks; beat's periodic entries
+    worker          worker processes: database connections kept healthy across tasks
     routing, urls, views, status, management/   what a project mounts and runs
     testing/        a private redis-server for test suites and the demo
 """

@@ -16,9 +16,10 @@ class ReactiveCeleryConfig(AppConfig):
     def ready(self) -> None:
         """Called once Django's apps are loaded."""
         # Importing the task modules registers their tasks with Celery.
-        from . import beat, checks, identity, metrics, signals, tasks  # noqa: F401
+        from . import beat, checks, identity, metrics, signals, tasks, worker  # noqa: F401
 
         signals.connect()
         identity.connect()
         beat.install()
         metrics.connect()
+        worker.connect()

@@ -1,28 +1,60 @@
 """Sending to sockets through the channel layer: group names, sends with retry.
 
-Messages are built in ``protocol``; each process batches
-the sends of one step into a single event-loop call, because ``async_to_sync``
-opens a fresh Redis connection per call.
+Messages are built in ``protocol``. Each process runs one event loop in a
+background thread for its sends: channels_redis keeps one connection pool per
+event loop, and ``async_to_sync`` makes a new loop per call from a plain thread,
+so each send used to connect to Redis anew. A forked child (a prefork worker
+process) starts its own loop on first use; the parent's thread did not survive
+the fork.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from . import metrics
 from .conf import reactive_settings
 from .exceptions import ConfigurationError
 
-__all__ = ["SEND_ATTEMPTS", "group_name", "layer", "send"]
+__all__ = ["SEND_ATTEMPTS", "group_name", "layer", "process_loop", "send"]
 
 #: Tries per step before the error reaches the caller.
 SEND_ATTEMPTS = 3
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def process_loop() -> asyncio.AbstractEventLoop:
+    """This process's send loop, started in a daemon thread on first use."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="reactive-broadcast", daemon=True
+            )
+            thread.start()
+            _loop = loop
+        return _loop
+
+
+def _after_fork() -> None:
+    global _loop, _loop_lock
+    # The child has the parent's loop object but not its thread: nothing runs it.
+    _loop = None
+    _loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def group_name(oid: str) -> str:
@@ -52,6 +84,7 @@ def send(
     """Run every channel-layer operation of one step in one event-loop call.
 
     Order: discards, messages to single channels, group messages, adds.
+    Blocks until they are done; not to be called from a running event loop.
     """
     channel_layer = layer()
     adds, sends, discards = list(group_adds), list(group_sends), list(group_discards)
@@ -69,13 +102,23 @@ def send(
 
     if not (adds or sends or discards or direct):
         return
+    _refuse_in_event_loop()
     # The version is already stored: a lost push would leave clients silently behind.
     for attempt in range(SEND_ATTEMPTS):
         try:
-            async_to_sync(run)()
+            asyncio.run_coroutine_threadsafe(run(), process_loop()).result()
             return
         except Exception:
             metrics.layer_error()
             if attempt == SEND_ATTEMPTS - 1:
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def _refuse_in_event_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    # Blocking here would stall every socket of the calling loop.
+    raise RuntimeError("broadcast.send blocks: call it from sync code (sync_to_async).")

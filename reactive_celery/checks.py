@@ -10,6 +10,8 @@ reactive_celery.E007  the Redis URL has no redis://, rediss:// or unix:// scheme
 reactive_celery.E008  a Celery app has no broker URL
 reactive_celery.E009  @reactive(dependencies=...) names no installed model
 reactive_celery.W001  the broker redelivers waiting retries (visibility_timeout too short)
+reactive_celery.W002  workers open a database session per evaluation (no CELERY_DB_REUSE_MAX)
+reactive_celery.W003  persistent connections under ASGI: one per request thread, unbounded
 """
 
 from __future__ import annotations
@@ -250,7 +252,55 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     current = _state.get_current_app()
     sender = current if current.main != "default" else apps[0]
     messages = _broker_errors(sender)
-    return messages + [warning for app in apps for warning in _visibility_warnings(app)]
+    messages += [warning for app in apps for warning in _visibility_warnings(app)]
+    return messages + _reuse_warnings(sender) + _asgi_connection_warnings()
+
+
+def _server_databases() -> dict[str, dict[str, Any]]:
+    # SQLite opens a file, not a session: reuse gains little and costs nothing to skip.
+    return {
+        alias: db
+        for alias, db in settings.DATABASES.items()
+        if "sqlite" not in str(db.get("ENGINE", ""))
+    }
+
+
+def _reuse_warnings(app: Celery) -> list[CheckMessage]:
+    # Celery's Django fixup closes every connection before and after each task unless
+    # CELERY_DB_REUSE_MAX is set, whatever CONN_MAX_AGE says.
+    databases = _server_databases()
+    if not databases or app.conf.get("CELERY_DB_REUSE_MAX") or app.conf.get("db_reuse_max"):
+        return []
+    return [
+        Warning(
+            f"Celery app {app.main!r} closes the database connection around every task: "
+            f"each evaluation opens a new session to {', '.join(sorted(databases))}.",
+            hint="Set CELERY_DB_REUSE_MAX = 100 in settings: each worker process keeps "
+            "its connection for 100 tasks (docs/deployment.md, 'Database connections').",
+            id="reactive_celery.W002",
+        )
+    ]
+
+
+def _asgi_connection_warnings() -> list[CheckMessage]:
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    persistent = sorted(
+        alias
+        for alias, db in _server_databases().items()
+        if db.get("CONN_MAX_AGE", 0) != 0 and not (db.get("OPTIONS") or {}).get("pool")
+    )
+    if not persistent:
+        return []
+    return [
+        Warning(
+            f"CONN_MAX_AGE is not 0 for {', '.join(persistent)} under ASGI: every thread "
+            "that runs a request keeps a connection open, and the database runs out of them.",
+            hint="Set CONN_MAX_AGE = 0 (workers keep theirs with CELERY_DB_REUSE_MAX), or on "
+            "Django 5.1+ with psycopg 3 a pool: OPTIONS = {'pool': {'max_size': 4}}.",
+            id="reactive_celery.W003",
+        )
+    ]
 
 
 def _broker_errors(app: Celery) -> list[CheckMessage]:

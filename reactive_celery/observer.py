@@ -129,10 +129,12 @@ def evaluate(oid: str) -> bool:
         )
         stop(oid, "error", f"The view raised an exception (error {error_id}).")
         return False
-    _log_limits(oid, spec, time.perf_counter() - started, len(result.items))
+    elapsed = time.perf_counter() - started
+    _log_limits(oid, spec, elapsed, len(result.items))
     try:
-        version = publish(oid, spec, result, stored=stored, evaluated=True)
+        version = publish(oid, spec, result, stored=stored, evaluated=True, elapsed=elapsed)
     except ValueError as exc:
+        stats.record_evaluation(elapsed)  # publish raised before it could count it
         stop(oid, "error", str(exc))
         return False
     metrics.evaluated(stored.version, version, started, committed)
@@ -174,6 +176,7 @@ def publish(
     declared: set[str] | None = None,
     evaluated: bool = False,
     joining: str | None = None,
+    elapsed: float | None = None,
 ) -> int | None:
     """Store a new result and push its changes; return its version.
 
@@ -210,6 +213,7 @@ def publish(
         old_tables=stored.tables if stored else (),
         evaluated=evaluated,
         must_exist=evaluated,
+        elapsed=elapsed,
         diff={"version": version, "primary_key": spec.primary_key, "changes": changes}
         if changes
         else None,
@@ -235,7 +239,6 @@ def announce_settled(oid: str) -> None:
 
 def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:
     extra = {"observer": oid, "view": spec.view, "elapsed": elapsed, "items": size}
-    stats.record_evaluation(elapsed)
     logger.info("Evaluated observer %s (%s) in %.3f s", oid, spec.view, elapsed, extra=extra)
     if elapsed > reactive_settings.SLOW_EVALUATION:
         logger.warning("Slow observer %s (%s): %.3f s", oid, spec.view, elapsed, extra=extra)

@@ -110,3 +110,29 @@ def no_retry_left_behind():
     if retry.timer is not None:
         retry.timer.cancel()
     retry.after_fork()  # forget what is pending, as a fresh process would
+
+
+class CountingConnection(redis.Connection):
+    """A real Redis connection that counts its writes: one per command or pipeline."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def round_trips(store_redis, monkeypatch):
+    """Counts the round trips the package makes to its Redis: ``round_trips()`` so far."""
+    from reactive_celery.store import connection
+
+    pool = redis.ConnectionPool.from_url(
+        settings.REACTIVE_CELERY["REDIS_URL"],
+        connection_class=CountingConnection,
+        decode_responses=True,
+    )
+    monkeypatch.setattr(connection, "_client", redis.Redis(connection_pool=pool))
+    CountingConnection.sent = 0
+    yield lambda: CountingConnection.sent
+    pool.disconnect()

@@ -35,7 +35,7 @@ class Process:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
-            "REACTIVE_TEST_CONN_MAX_AGE": "60",
+            "REACTIVE_TEST_PROCESS": self.name,
             **self.extra_env,
         }
         with open(self.log, "ab") as out:

@@ -342,3 +342,35 @@ def test_flush_alone_does_not_start_or_end_a_migrate():
     # flush (and TransactionTestCase) send post_migrate with no plan and no pre_migrate.
     emit_post_migrate_signal(0, False, "default")
     assert not signals._migrating.running
+
+
+POSTGRES = {"ENGINE": "django.db.backends.postgresql", "NAME": "app", "CONN_MAX_AGE": 0}
+
+
+def test_a_server_database_without_db_reuse_is_w002(monkeypatch):
+    from tests.project.celery_app import app
+
+    monkeypatch.setattr(settings, "DATABASES", {"default": POSTGRES})
+    assert checks.check_celery() == []  # the test project sets CELERY_DB_REUSE_MAX
+    monkeypatch.setitem(app.conf, "CELERY_DB_REUSE_MAX", None)
+    monkeypatch.setitem(app.conf, "db_reuse_max", None)
+    warnings = checks.check_celery()
+    assert ids(warnings) == ["reactive_celery.W002"]
+    assert "default" in warnings[0].msg and "CELERY_DB_REUSE_MAX" in warnings[0].hint
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    monkeypatch.setattr(settings, "DATABASES", {"default": sqlite})
+    assert checks.check_celery() == []  # a file, not a session
+
+
+def test_persistent_connections_under_asgi_are_w003_unless_pooled(monkeypatch):
+    persistent = {**POSTGRES, "CONN_MAX_AGE": 60}
+    monkeypatch.setattr(settings, "DATABASES", {"default": persistent, "other": POSTGRES})
+    warnings = checks.check_celery()
+    assert ids(warnings) == ["reactive_celery.W003"]
+    assert "for default under ASGI" in warnings[0].msg and "pool" in warnings[0].hint
+    pooled = {**POSTGRES, "OPTIONS": {"pool": {"max_size": 4}}}
+    monkeypatch.setattr(settings, "DATABASES", {"default": pooled})
+    assert checks.check_celery() == []
+    monkeypatch.setattr(settings, "DATABASES", {"default": persistent})
+    monkeypatch.delattr(settings, "ASGI_APPLICATION")
+    assert checks.check_celery() == []  # WSGI threads are bounded by the server

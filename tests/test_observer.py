@@ -302,6 +302,19 @@ def test_refresh_evaluates_once_and_leaves_no_lock_behind(store_redis):
 
 
 @pytest.mark.django_db
+def test_refresh_of_a_changed_observer_makes_six_round_trips_to_redis(store_redis, round_trips):
+    oid = create(spec_for(user="1"), creator="1")
+    User.objects.create(id=1, username="u")
+    Item.objects.create(name="a")
+    before = round_trips()
+    observer.refresh(oid, retry=False, requeue=Requeues())
+    # begin, load, save (with the statistics), finish, settled, clear_starts.
+    assert round_trips() - before == 6
+    assert observers.load(oid).version == 2
+    assert stats.summary()["evaluations"] == 1
+
+
+@pytest.mark.django_db
 def test_a_contended_refresh_leaves_the_change_to_the_holder_and_schedules_one_retry(
     store_redis,
 ):

@@ -7,10 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
-
 from ..conf import reactive_settings
-from . import keys
+from . import keys, stats
 from .connection import client
 
 __all__ = ["Observer", "drop", "load", "release", "replay", "save"]
@@ -54,6 +52,40 @@ def load(oid: str) -> Observer | None:
     )
 
 
+# KEYS: the observer hash, its replay log, the stats count and timings, then the
+# dependency sets to leave, then those to join. ARGV: see ``save``.
+# Returns 0 when ``must_exist`` and the observer was dropped meanwhile (nothing
+# written but the statistics), else 1.
+_SAVE = """
+local must_exist, ttl, evaluated, oid = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4]
+local diff, buffer, elapsed, kept, stats_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local nleave, njoin = tonumber(ARGV[10]), tonumber(ARGV[11])
+if elapsed ~= '' then
+  redis.call('INCR', KEYS[3])
+  redis.call('LPUSH', KEYS[4], elapsed)
+  redis.call('LTRIM', KEYS[4], 0, kept - 1)
+  redis.call('EXPIRE', KEYS[3], stats_ttl)
+  redis.call('EXPIRE', KEYS[4], stats_ttl)
+end
+if must_exist and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'spec', ARGV[12], 'items', ARGV[13], 'meta', ARGV[14],
+  'version', ARGV[15], 'tables', ARGV[16], 'declared', ARGV[17], 'creator', ARGV[18])
+if evaluated then redis.call('HINCRBY', KEYS[1], 'evaluations', 1) end
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5, 4 + nleave do redis.call('SREM', KEYS[i], oid) end
+for i = 5 + nleave, 4 + nleave + njoin do
+  redis.call('SADD', KEYS[i], oid)
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+if diff ~= '' then
+  redis.call('LPUSH', KEYS[2], diff)
+  redis.call('LTRIM', KEYS[2], 0, buffer - 1)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+return 1
+"""
+
+
 def save(
     oid: str,
     *,
@@ -68,51 +100,48 @@ def save(
     evaluated: bool = False,
     must_exist: bool = False,
     diff: dict[str, Any] | None = None,
+    elapsed: float | None = None,
 ) -> bool:
     """Write an observer's result and move its dependency entries to ``tables``.
 
     ``diff`` (version, primary_key, changes) goes into the replay buffer in the
-    same transaction. With ``must_exist`` nothing is written, and False
+    same script. With ``must_exist`` nothing is written, and False
     returned, when the observer was dropped meanwhile (its last subscriber left
-    during an evaluation).
+    during an evaluation). ``elapsed`` (seconds) is the evaluation's time, kept in
+    the statistics as ``stats.record_evaluation`` would: one round trip for both.
     """
     tables = sorted(set(tables))
-    obs_key = keys.observer(oid)
-
-    def write(pipe: redis.client.Pipeline) -> bool:
-        if must_exist and not pipe.exists(obs_key):
-            return False
-        pipe.multi()
-        ttl = keys.ttl_seconds(reactive_settings.OBSERVER_TTL)
-        # Keyed by Any: redis-py types field names as a union that a dict of str is not.
-        fields: dict[Any, str | int] = {
-            "spec": spec,
-            "items": _dumps(items),
-            "meta": _dumps(meta),
-            "version": version,
-            "tables": json.dumps(tables),
-            "declared": json.dumps(sorted(set(declared))),
-            "creator": creator,
-        }
-        pipe.hset(obs_key, mapping=fields)
-        if evaluated:
-            pipe.hincrby(obs_key, "evaluations", 1)
-        pipe.expire(obs_key, ttl)
-        for table in set(old_tables) - set(tables):
-            pipe.srem(keys.dependents(table), oid)
-        for table in tables:
-            pipe.sadd(keys.dependents(table), oid)
-            pipe.expire(keys.dependents(table), ttl)
-        if diff is not None:
-            log_key = keys.observer_log(oid)
-            pipe.lpush(log_key, _dumps(diff))
-            pipe.ltrim(log_key, 0, int(reactive_settings.REPLAY_BUFFER) - 1)
-            pipe.expire(log_key, ttl)
-        return True
-
-    # WATCH: a drop between the check and the write aborts and re-checks. (redis-py's
-    # types miss that value_from_callable returns what the callable does.)
-    return bool(client().transaction(write, obs_key, value_from_callable=True))  # type: ignore[arg-type]
+    leave = sorted(set(old_tables) - set(tables))
+    names = [
+        keys.observer(oid),
+        keys.observer_log(oid),
+        keys.stats_evaluations(),
+        keys.stats_timings(),
+        *(keys.dependents(table) for table in leave),
+        *(keys.dependents(table) for table in tables),
+    ]
+    args = [
+        "1" if must_exist else "0",
+        keys.ttl_seconds(reactive_settings.OBSERVER_TTL),
+        "1" if evaluated else "0",
+        oid,
+        "" if diff is None else _dumps(diff),
+        int(reactive_settings.REPLAY_BUFFER),
+        "" if elapsed is None else f"{elapsed * 1000:.3f}",
+        stats.TIMINGS_KEPT,
+        stats.STATS_TTL,
+        len(leave),
+        len(tables),
+        spec,
+        _dumps(items),
+        _dumps(meta),
+        version,
+        json.dumps(tables),
+        json.dumps(sorted(set(declared))),
+        creator,
+    ]
+    # One script: a drop cannot land between the existence check and the write.
+    return bool(client().register_script(_SAVE)(keys=names, args=args))
 
 
 def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:

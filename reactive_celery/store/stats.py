@@ -2,8 +2,9 @@
 
 Shared by every worker and renewed on each write: the evaluation count, the
 last ``TIMINGS_KEPT`` evaluation times and the last ``ERRORS_KEPT`` stopped
-observers (``keys.stats_*``). Each write is one pipelined round trip; the
-lists are trimmed on every push, so they never grow past their cap.
+observers (``keys.stats_*``). Each write is one pipelined round trip, and a
+worker's evaluation is counted by ``observers.save`` in the script that stores
+its result; the lists are trimmed on every push, so they never grow past their cap.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ STATS_TTL = 86400
 
 
 def record_evaluation(elapsed: float) -> None:
-    """Called after each evaluation that ran the view: count it and keep its time."""
+    """Count an evaluation that ran the view and keep its time (when not saved with it)."""
     timings = keys.stats_timings()
     count = keys.stats_evaluations()
     pipe = client().pipeline(transaction=False)

@@ -51,9 +51,9 @@ if os.environ.get("REACTIVE_DATABASE", "sqlite") == "postgres":
         "PORT": os.environ.get("REACTIVE_PG_PORT", "5432"),
         "USER": os.environ.get("REACTIVE_PG_USER", "postgres"),
         "PASSWORD": os.environ.get("REACTIVE_PG_PASSWORD", ""),
-        # The suite's worker and server processes keep connections (tests/processes.py
-        # sets 60); in the pytest process, threads of short-lived event loops open
-        # them, so they close after each use rather than die open with the thread.
+        # docs/deployment.md's configuration: 0 under uvicorn (each request thread
+        # would keep one open) and in pytest's short-lived loop threads; workers keep
+        # theirs through CELERY_DB_REUSE_MAX below.
         "CONN_MAX_AGE": int(os.environ.get("REACTIVE_TEST_CONN_MAX_AGE", "0")),
         "TEST": {"NAME": "reactive_test"},
     }
@@ -98,6 +98,8 @@ CELERY_BROKER_URL = f"{_redis}/1"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup otherwise closes the connection around every task.
+CELERY_DB_REUSE_MAX = 100
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Redeliver a task whose worker died within seconds, not Celery's default hour.

@@ -1,6 +1,6 @@
 """An observer's stored state against the real Redis: save, replay, drop."""
 
-from reactive_celery.store import observers, subscribers
+from reactive_celery.store import observers, stats, subscribers
 
 FIELDS = dict(spec="{}", items=[], meta={}, tables=["t"], creator="")
 
@@ -89,3 +89,24 @@ def test_release_reads_again_when_a_subscriber_joins_meanwhile(store_redis):
     assert script(keys=names, args=["o1", "", "1", 0, "t"]) == -1
     assert observers.load("o1") is not None  # nothing was changed by the refused call
     assert observers.drop("o1") == ["sub-a-1234"]
+
+
+def test_a_worker_save_stores_and_counts_the_evaluation_in_one_round_trip(round_trips):
+    fields = dict(FIELDS, version=1)
+    observers.save("o1", **fields)  # loads the script into Redis, once per server
+    before = round_trips()
+    entry = {"version": 2, "primary_key": "id", "changes": []}
+    saved = observers.save(
+        "o1", **{**fields, "version": 2}, evaluated=True, must_exist=True, diff=entry, elapsed=0.004
+    )
+    assert saved is True
+    assert round_trips() - before == 1
+    assert observers.load("o1").version == 2
+    assert observers.replay("o1", 1, 2) == [entry]
+    assert stats.summary() == {"evaluations": 1, "samples": 1, "p50_ms": 4.0, "p99_ms": 4.0}
+
+
+def test_a_save_refused_for_a_dropped_observer_still_counts_its_evaluation(store_redis):
+    assert observers.save("o1", **FIELDS, version=1, must_exist=True, elapsed=0.002) is False
+    assert not store_redis.exists("rc:obs:o1", "rc:obs:o1:log", "rc:dep:t")
+    assert stats.summary()["evaluations"] == 1
