@@ -301,15 +301,26 @@ def test_refresh_evaluates_once_and_leaves_no_lock_behind(store_redis):
         assert not store_redis.exists(f"rc:{key}:{oid}"), key
 
 
+@pytest.fixture(params=[False, True], ids=["metrics-off", "metrics-on"])
+def metrics_on(request, settings):
+    """Before ``round_trips``: a settings change replaces the store's client."""
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "METRICS": request.param}
+    return request.param
+
+
 @pytest.mark.django_db
-def test_refresh_of_a_changed_observer_makes_six_round_trips_to_redis(store_redis, round_trips):
+def test_refresh_of_a_changed_observer_makes_six_round_trips_to_redis(
+    store_redis, metrics_on, round_trips
+):
+    expected = 7 if metrics_on else 6
     oid = create(spec_for(user="1"), creator="1")
     User.objects.create(id=1, username="u")
     Item.objects.create(name="a")
     before = round_trips()
     observer.refresh(oid, retry=False, requeue=Requeues())
-    # begin, load, save (with the statistics), finish, settled, clear_starts.
-    assert round_trips() - before == 6
+    # begin, load, save (with the statistics), finish, settled, clear_starts; metrics
+    # take the commit stamp in one more.
+    assert round_trips() - before == expected
     assert observers.load(oid).version == 2
     assert stats.summary()["evaluations"] == 1
 
