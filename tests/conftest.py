@@ -10,6 +10,9 @@ import redis
 from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from django.core.management import call_command
+
+from reactive_celery.pg import triggers
 
 
 def pytest_collection_modifyitems(config, items):
@@ -20,6 +23,14 @@ def pytest_collection_modifyitems(config, items):
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+@pytest.fixture
+def watched(transactional_db):
+    """PostgreSQL triggers on the test app's tables for one test, removed after."""
+    tables = triggers.install(triggers.observed_tables(["testapp"]))
+    yield tables
+    call_command("reactive_triggers", "remove")
 
 
 @pytest.fixture

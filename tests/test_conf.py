@@ -50,3 +50,13 @@ def test_redis_url_falls_back_to_django_setting():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         _ = reactive_settings.NOT_A_SETTING
+
+
+def test_change_source_is_signals_or_triggers():
+    with (
+        override_settings(REACTIVE_CELERY={"CHANGE_SOURCE": "wal"}),
+        pytest.raises(ConfigurationError, match=r"'CHANGE_SOURCE'\] must be one of signals, "),
+    ):
+        _ = reactive_settings.CHANGE_SOURCE
+    with override_settings(REACTIVE_CELERY={"CHANGE_SOURCE": "triggers"}):
+        assert reactive_settings.CHANGE_SOURCE == "triggers"

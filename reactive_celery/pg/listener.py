@@ -15,7 +15,7 @@ second listener during a rolling deploy is safe.
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +25,24 @@ from django.apps import apps
 from ..signals import notify
 from .triggers import CHANNEL, LOG_TABLE, postgres_connection
 
-__all__ = ["BACKOFF", "BATCH", "POLL", "Listener", "connect", "drain", "feed"]
+__all__ = [
+    "APPLICATION_NAME",
+    "BACKOFF",
+    "Feed",
+    "BATCH",
+    "POLL",
+    "Listener",
+    "connect",
+    "drain",
+    "feed",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds before each reconnect attempt in a row; the last repeats.
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+#: The listener's connections' application_name, unless the database's OPTIONS name one.
+APPLICATION_NAME = "reactive_listen"
 #: Log rows deleted and fed per transaction.
 BATCH = 500
 #: Seconds between drains without a notification: rows a killed listener left locked, then
@@ -53,6 +65,8 @@ def connect(using: str = "default") -> psycopg.Connection[Any]:
     # Django's cursor class and adapters are for its own connections; we read text only.
     for key in ("cursor_factory", "context"):
         params.pop(key, None)
+    # Operators find the listener in pg_stat_activity by this name.
+    params.setdefault("application_name", APPLICATION_NAME)
     return psycopg.connect(**params, autocommit=True)
 
 
@@ -115,10 +129,15 @@ class Listener:
         #: Called after each (re)connect's catch-up with the rows it drained.
         self.on_ready = on_ready
         self.failures = 0
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return, within ``poll`` seconds; called from another thread."""
+        self._stopping.set()
 
     def run(self) -> None:
-        """Serve until the process is stopped; connection failures are retried."""
-        while True:
+        """Serve until ``stop()``; connection failures are retried with backoff."""
+        while not self._stopping.is_set():
             try:
                 self.serve()
             except psycopg.OperationalError as exc:
@@ -129,7 +148,7 @@ class Listener:
                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                     delay,
                 )
-                time.sleep(delay)
+                self._stopping.wait(delay)
 
     def serve(self) -> None:
         """One connection's life: LISTEN, catch up, then drain on every wake-up."""
@@ -140,7 +159,7 @@ class Listener:
             self.failures = 0
             if self.on_ready is not None:
                 self.on_ready(caught_up)
-            while True:
+            while not self._stopping.is_set():
                 # Any number of queued wake-ups are answered by one drain.
                 for _ in conn.notifies(timeout=self.poll, stop_after=1):
                     pass
