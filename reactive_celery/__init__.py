@@ -20,6 +20,7 @@ The modules, in the order a change flows through them::
     consumers/      the WebSocket consumers of the seed and batched protocols
     identity        a socket's session and user, checked again over time
     origins         the WebSocket handshake's Origin check
+    pg/             PostgreSQL as a change source: triggers, the reactive_listen listener
     store/          every Redis key and script (keys, observers, subscribers, locks, ...)
     conf, checks    settings and system checks; exceptions: every error raised
     apps, beat      ready(): signals, checks, tasks; beat's periodic entries
