@@ -342,3 +342,15 @@ def test_flush_alone_does_not_start_or_end_a_migrate():
     # flush (and TransactionTestCase) send post_migrate with no plan and no pre_migrate.
     emit_post_migrate_signal(0, False, "default")
     assert not signals._migrating.running
+
+
+def test_triggers_off_postgresql_is_e010_and_on_it_passes():
+    triggers = {**settings.REACTIVE_CELERY, "CHANGE_SOURCE": "triggers"}
+    with override_settings(REACTIVE_CELERY=triggers):
+        errors = checks.check_change_source()
+    if connection.vendor == "postgresql":
+        assert errors == []
+    else:
+        assert [e.id for e in errors] == ["reactive_celery.E010"]
+        assert "default database is sqlite" in errors[0].msg
+    assert checks.check_change_source() == []  # signals: fine on any database
