@@ -140,7 +140,8 @@ class Listener:
         while not self._stopping.is_set():
             try:
                 self.serve()
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # Lost or refused connections; a bug in feeding still ends the process.
                 delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)]
                 self.failures += 1
                 logger.warning(

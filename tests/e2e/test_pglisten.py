@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from reactive_celery import signals
 from tests import processes
 from tests.testapp.models import Item
 
@@ -114,3 +115,22 @@ def test_a_killed_listener_misses_nothing_committed_while_it_was_down(live, list
             state.pop(frame["item"]["id"], None)
         else:
             state[frame["item"]["id"]] = frame["item"]["name"]
+
+
+def test_with_receivers_off_orm_saves_still_arrive_through_the_listener(live, listen):
+    # CHANGE_SOURCE = "triggers" leaves the receivers off in every process; here, this one.
+    listen()
+    sock = live.socket()
+    base = live.observe("/api/items/", sock)["version"]
+    signals.disconnect()
+    try:
+        item = Item.objects.create(name="saved")
+        item.name = "saved again"
+        item.save()
+    finally:
+        signals.connect()
+    frames = [sock.recv()]
+    while frames[-1]["item"]["name"] != "saved again":
+        frames.append(sock.recv())
+    assert frames[0]["msg"] == "added"
+    assert [f["version"] for f in frames] == list(range(base + 1, base + 1 + len(frames)))
