@@ -21,6 +21,7 @@ The modules, in the order a change flows through them::
     identity        a socket's session and user, checked again over time
     origins         the WebSocket handshake's Origin check
     metrics         Prometheus counters, one call per event; metrics_view serves them
+    pg/             PostgreSQL as a change source: triggers, the reactive_listen listener
     store/          every Redis key and script (keys, observers, subscribers, locks, ...)
     conf, checks    settings and system checks; exceptions: every error raised
     apps, beat      ready(): signals, checks, tasks; beat's periodic entries

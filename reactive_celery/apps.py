@@ -17,8 +17,12 @@ class ReactiveCeleryConfig(AppConfig):
         """Called once Django's apps are loaded."""
         # Importing the task modules registers their tasks with Celery.
         from . import beat, checks, identity, metrics, signals, tasks, worker  # noqa: F401
+        from .conf import load_settings
 
-        signals.connect()
+        # With triggers every write reaches observers through reactive_listen: receivers
+        # too would notify each ORM write twice. Bad settings are the system checks' to report.
+        if load_settings()[0]["CHANGE_SOURCE"] != "triggers":
+            signals.connect()
         identity.connect()
         beat.install()
         metrics.connect()

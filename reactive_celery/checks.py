@@ -9,6 +9,7 @@ reactive_celery.E006  a channels_redis host keeps redis-py's socket timeout
 reactive_celery.E007  the Redis URL has no redis://, rediss:// or unix:// scheme
 reactive_celery.E008  a Celery app has no broker URL
 reactive_celery.E009  @reactive(dependencies=...) names no installed model
+reactive_celery.E010  CHANGE_SOURCE = "triggers" on a database that is not PostgreSQL
 reactive_celery.W001  the broker redelivers waiting retries (visibility_timeout too short)
 reactive_celery.W002  workers open a database session per evaluation (no CELERY_DB_REUSE_MAX)
 reactive_celery.W003  persistent connections under ASGI: one per request thread, unbounded
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from celery import Celery, _state
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import load_settings, reactive_settings
@@ -32,7 +34,13 @@ from .dependencies import tables_for
 from .exceptions import ConfigurationError
 from .options import ATTRIBUTE, ReactiveOptions
 
-__all__ = ["check_celery", "check_channel_layer", "check_dependencies", "check_settings"]
+__all__ = [
+    "check_celery",
+    "check_change_source",
+    "check_channel_layer",
+    "check_dependencies",
+    "check_settings",
+]
 
 #: Schemes redis-py's ``from_url`` accepts; anything else fails at the first request.
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -336,6 +344,24 @@ def _visibility_warnings(app: Celery) -> list[CheckMessage]:
             "delivered again and again.",
             hint=f"Set visibility_timeout above {needed} seconds (Celery's default is 3600).",
             id="reactive_celery.W001",
+        )
+    ]
+
+
+@register(Tags.database)
+def check_change_source(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """The triggers change source needs PostgreSQL; elsewhere nothing would notify."""
+    values, _ = load_settings()
+    vendor = connections[DEFAULT_DB_ALIAS].vendor
+    if values["CHANGE_SOURCE"] != "triggers" or vendor == "postgresql":
+        return []
+    return [
+        Error(
+            f"REACTIVE_CELERY['CHANGE_SOURCE'] is 'triggers' but the default database is "
+            f"{vendor}: Django's receivers are off and no trigger exists, so no write "
+            "reaches an observer.",
+            hint="Use 'signals' on this database, or move it to PostgreSQL.",
+            id="reactive_celery.E010",
         )
     ]
 

@@ -22,6 +22,7 @@ from django.core.signals import setting_changed
 from .exceptions import ConfigurationError
 
 __all__ = [
+    "CHANGE_SOURCES",
     "DEFAULTS",
     "ReactiveSettings",
     "load_settings",
@@ -77,7 +78,13 @@ DEFAULTS: dict[str, Any] = {
     # Who may read metrics_view: client addresses or networks, and/or a bearer token.
     "METRICS_ALLOWED_IPS": ["127.0.0.1", "::1"],
     "METRICS_TOKEN": None,
+    # What tells observers of writes: "signals" (Django's, plus notify()) or "triggers"
+    # (PostgreSQL triggers read by manage.py reactive_listen; Django's receivers stay off).
+    "CHANGE_SOURCE": "signals",
 }
+
+#: The values CHANGE_SOURCE may take.
+CHANGE_SOURCES = ("signals", "triggers")
 
 _POSITIVE_NUMBERS = (
     "SUBSCRIBER_TTL",
@@ -135,6 +142,11 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
                 f"REACTIVE_CELERY['{key}'] counts requests or sockets and must be at "
                 f"least 1, got {values[key]!r}."
             )
+    if values["CHANGE_SOURCE"] not in CHANGE_SOURCES:
+        problems.append(
+            f"REACTIVE_CELERY['CHANGE_SOURCE'] must be one of {', '.join(CHANGE_SOURCES)}, "
+            f"got {values['CHANGE_SOURCE']!r}."
+        )
     if {"HEARTBEAT_INTERVAL", "SUBSCRIBER_TTL"} <= numbers and values[
         "HEARTBEAT_INTERVAL"
     ] >= values["SUBSCRIBER_TTL"]:

@@ -166,3 +166,21 @@ def asgi_server(port: int, env: dict[str, str] | None = None) -> Process:
     ).start()
     process.wait_for_port(port)
     return process
+
+
+def reactive_listener(name: str, env: dict[str, str] | None = None) -> Process:
+    """``manage.py reactive_listen``; returns once it has caught up and listens."""
+    process = Process(
+        f"listen-{name}",
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "reactive_listen",
+            "--settings",
+            "tests.project.settings",
+        ],
+        env,
+    ).start()
+    process.wait_for_output("Listening on", timeout=60)
+    return process

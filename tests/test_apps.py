@@ -4,7 +4,7 @@ from django.apps import apps
 from django.core import checks
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from reactive_celery import beat
+from reactive_celery import beat, signals
 from reactive_celery import checks as reactive_checks
 from reactive_celery.apps import ReactiveCeleryConfig
 from tests.project.celery_app import app as celery_app
@@ -47,3 +47,14 @@ def test_ready_registered_the_system_checks():
     ):
         assert check in registered
     assert checks.run_checks() == []  # the test project is configured as the docs say
+
+
+def test_with_triggers_as_change_source_ready_leaves_the_receivers_off(settings):
+    signals.disconnect()
+    try:
+        settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "CHANGE_SOURCE": "triggers"}
+        apps.get_app_config("reactive_celery").ready()
+        assert [connected(uid) for uid in SIGNALS] == [0, 0, 0]
+    finally:
+        signals.connect()
+    assert [connected(uid) for uid in SIGNALS] == [1, 1, 1]

@@ -374,3 +374,15 @@ def test_persistent_connections_under_asgi_are_w003_unless_pooled(monkeypatch):
     monkeypatch.setattr(settings, "DATABASES", {"default": persistent})
     monkeypatch.delattr(settings, "ASGI_APPLICATION")
     assert checks.check_celery() == []  # WSGI threads are bounded by the server
+
+
+def test_triggers_off_postgresql_is_e010_and_on_it_passes():
+    triggers = {**settings.REACTIVE_CELERY, "CHANGE_SOURCE": "triggers"}
+    with override_settings(REACTIVE_CELERY=triggers):
+        errors = checks.check_change_source()
+    if connection.vendor == "postgresql":
+        assert errors == []
+    else:
+        assert [e.id for e in errors] == ["reactive_celery.E010"]
+        assert "default database is sqlite" in errors[0].msg
+    assert checks.check_change_source() == []  # signals: fine on any database

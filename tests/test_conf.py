@@ -74,3 +74,13 @@ def test_metrics_are_on_for_loopback_scrapers_by_default():
     assert reactive_settings.METRICS is True
     assert reactive_settings.METRICS_ALLOWED_IPS == ["127.0.0.1", "::1"]
     assert reactive_settings.METRICS_TOKEN is None
+
+
+def test_change_source_is_signals_or_triggers():
+    with (
+        override_settings(REACTIVE_CELERY={"CHANGE_SOURCE": "wal"}),
+        pytest.raises(ConfigurationError, match=r"'CHANGE_SOURCE'\] must be one of signals, "),
+    ):
+        _ = reactive_settings.CHANGE_SOURCE
+    with override_settings(REACTIVE_CELERY={"CHANGE_SOURCE": "triggers"}):
+        assert reactive_settings.CHANGE_SOURCE == "triggers"

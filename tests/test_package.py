@@ -91,6 +91,8 @@ _TESTED_ELSEWHERE = {
     "reactive_celery.urls": "test_views.py",
     "reactive_celery.management.commands.reactive_clear": "test_commands.py",
     "reactive_celery.management.commands.reactive_status": "test_commands.py",
+    "reactive_celery.management.commands.reactive_listen": "pg/test_listener.py",
+    "reactive_celery.management.commands.reactive_triggers": "pg/test_triggers.py",
 }
 
 
