@@ -71,6 +71,10 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_INTERVAL": 30,
     # Seconds a socket ticket (POST <prefix>/ticket) may be presented after it was issued.
     "TICKET_TTL": 60,
+    # A write to rows of a view's own model re-evaluates only the observers those rows
+    # concern (their last result held one, or their query would now); False: every
+    # observer of the table, as for any other table the view reads.
+    "PRECISE_INVALIDATION": True,
 }
 
 _POSITIVE_NUMBERS = (
@@ -123,6 +127,11 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
             problems.append(f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}.")
         else:
             numbers.add(key)
+    if not isinstance(values["PRECISE_INVALIDATION"], bool):
+        problems.append(
+            "REACTIVE_CELERY['PRECISE_INVALIDATION'] must be True or False, "
+            f"got {values['PRECISE_INVALIDATION']!r}."
+        )
     for key in _COUNTS:
         if key in numbers and values[key] < 1:
             problems.append(
