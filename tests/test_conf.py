@@ -50,3 +50,16 @@ def test_redis_url_falls_back_to_django_setting():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         _ = reactive_settings.NOT_A_SETTING
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_precise_invalidation_must_be_a_bool(value):
+    with (
+        override_settings(REACTIVE_CELERY={"PRECISE_INVALIDATION": value}),
+        pytest.raises(ConfigurationError, match="PRECISE_INVALIDATION"),
+    ):
+        _ = reactive_settings.PRECISE_INVALIDATION
+
+
+def test_precise_invalidation_is_on_by_default():
+    assert reactive_settings.PRECISE_INVALIDATION is True
