@@ -1,7 +1,8 @@
 """Precise invalidation: does a write to some rows concern an observer at all?
 
-    classify   once per observer: can its query be probed, and on which table;
-               if not, the reason (kept in the store, shown by ``reactive_status``)
+    classify   once per observer, when a subscription creates it (``record``): can its
+               query be probed, and on which table; if not, the reason (kept in
+               the store, shown by ``reactive_status``)
     affects    before an evaluation: whether the touched entries may change its result
     probe      which of several filtered querysets contain any of some primary keys,
                in one query (UNION ALL of each tagged with its index)
@@ -45,7 +46,16 @@ from .store.connection import client
 from .store.locks import ANY
 from .store.stats import STATS_TTL
 
-__all__ = ["FIELD", "PROBE_CHUNK", "Invalidation", "affects", "build_view", "classify", "probe"]
+__all__ = [
+    "FIELD",
+    "PROBE_CHUNK",
+    "Invalidation",
+    "affects",
+    "build_view",
+    "classify",
+    "probe",
+    "record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +106,25 @@ def _filtered(view: Any) -> QuerySet[Any]:
 
 
 def classify(spec: ObserverSpec, view: Any) -> Invalidation:
-    """Whether the observer's query can be probed; called once, at its first change."""
+    """Whether the observer's query can be probed, on which table, or why not.
+
+    Called once per observer: by the subscription that creates it (``record``),
+    else by the first change that needs it. Never raises.
+    """
+    try:
+        return _classify(spec, view)
+    except Exception as exc:
+        return Invalidation(reason=f"the probe raised {type(exc).__name__}")
+
+
+def record(oid: str, spec: ObserverSpec, view: Any) -> Invalidation:
+    """Classify a new observer from the view that just answered its subscription."""
+    found = classify(spec, view)
+    client().hsetnx(keys.observer(oid), FIELD, json.dumps(asdict(found)))
+    return found
+
+
+def _classify(spec: ObserverSpec, view: Any) -> Invalidation:
     if spec.action != "list":
         return Invalidation(reason=f"the {spec.action!r} action is not a list")
     list_method = getattr(getattr(type(view), "list", None), "__wrapped__", None)
