@@ -41,7 +41,7 @@ from rest_framework.mixins import ListModelMixin
 from .conf import reactive_settings
 from .evaluation import GetRequest, view_path
 from .spec import ObserverSpec
-from .store import keys
+from .store import keys, observers
 from .store.connection import client
 from .store.locks import ANY
 from .store.stats import STATS_TTL
@@ -120,7 +120,7 @@ def classify(spec: ObserverSpec, view: Any) -> Invalidation:
 def record(oid: str, spec: ObserverSpec, view: Any) -> Invalidation:
     """Classify a new observer from the view that just answered its subscription."""
     found = classify(spec, view)
-    client().hsetnx(keys.observer(oid), FIELD, json.dumps(asdict(found)))
+    observers.note(oid, FIELD, json.dumps(asdict(found)))
     return found
 
 
@@ -244,7 +244,7 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
     if invalidation is None:
         view = build_view(spec, _user(spec))
         invalidation = classify(spec, view)
-        client().hset(keys.observer(oid), FIELD, json.dumps(asdict(invalidation)))
+        observers.note(oid, FIELD, json.dumps(asdict(invalidation)))
     rows = _rows(touched, invalidation.table) if invalidation.precise else None
     if rows is None:
         return True

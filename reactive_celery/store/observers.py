@@ -13,7 +13,7 @@ from ..conf import reactive_settings
 from . import keys
 from .connection import client
 
-__all__ = ["Observer", "drop", "load", "release", "replay", "save"]
+__all__ = ["Observer", "drop", "load", "note", "release", "replay", "save"]
 
 
 def _dumps(value: Any) -> str:
@@ -113,6 +113,19 @@ def save(
     # WATCH: a drop between the check and the write aborts and re-checks. (redis-py's
     # types miss that value_from_callable returns what the callable does.)
     return bool(client().transaction(write, obs_key, value_from_callable=True))  # type: ignore[arg-type]
+
+
+# KEYS: the observer's hash. ARGV: field, value, '1' to overwrite.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] == '1' then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+def note(oid: str, field: str, value: str, *, overwrite: bool = False) -> None:
+    """Set one more field of an existing observer (never creating a hash without a lifetime)."""
+    client().eval(_NOTE, 1, keys.observer(oid), field, value, "1" if overwrite else "0")
 
 
 def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:

@@ -89,3 +89,14 @@ def test_release_reads_again_when_a_subscriber_joins_meanwhile(store_redis):
     assert script(keys=names, args=["o1", "", "1", 0, "t"]) == -1
     assert observers.load("o1") is not None  # nothing was changed by the refused call
     assert observers.drop("o1") == ["sub-a-1234"]
+
+
+def test_note_sets_a_field_of_an_existing_observer_only(store_redis):
+    observers.note("nobody", "invalidation", "{}")
+    assert not store_redis.exists("rc:obs:nobody")  # no hash without a lifetime
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=[], creator="")
+    observers.note("o1", "invalidation", "first")
+    observers.note("o1", "invalidation", "second")
+    assert store_redis.hget("rc:obs:o1", "invalidation") == "first"
+    observers.note("o1", "invalidation", "second", overwrite=True)
+    assert store_redis.hget("rc:obs:o1", "invalidation") == "second"
