@@ -18,6 +18,10 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import NoScriptError
 
 from ..conf import lock_ttl_ms, queued_ttl, reactive_settings
 from ..exceptions import ObserverBusy
@@ -123,21 +127,42 @@ def queue_dependents(
     found = list(zip(flat[::2], flat[1::2], strict=True))
     if not found:
         return [], []
-    script = r.register_script(_TOUCH_AND_QUEUE)
-    pipe = r.pipeline(transaction=False)
     ttl, touched_ttl = queued_ttl(), _touched_ttl()
+    calls = []
     for oid, indexes in found:
         entries = [ANY] if indexes == ANY else _entries(ordered, indexes, pks)
         if len(entries) > TOUCHED_CAP:
             entries = [ANY]
-        script(
-            keys=[keys.touched(oid), keys.queued(oid)],
-            args=[ttl, touched_ttl, TOUCHED_CAP, *entries],
-            client=pipe,
-        )
-    fresh = pipe.execute()
+        calls.append((keys.touched(oid), keys.queued(oid), ttl, touched_ttl, TOUCHED_CAP, *entries))
+    fresh = _touch_and_queue(r, calls)
     observers = [oid for oid, _ in found]
     return observers, [oid for oid, new in zip(observers, fresh, strict=True) if new]
+
+
+_touch_sha: str | None = None
+
+
+def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``_TOUCH_AND_QUEUE`` once per call in one round trip.
+
+    By its SHA, loaded once per process: redis-py's pipelined scripts would ask
+    SCRIPT EXISTS first, a second round trip on every commit. A Redis that lost
+    its scripts (a restart) answers NOSCRIPT to all of them, so none ran: load
+    and send again.
+    """
+    global _touch_sha
+    for attempt in range(2):
+        if _touch_sha is None or attempt:
+            _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))
+        pipe = r.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(_touch_sha, 2, *call)
+        try:
+            return list(pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _entries(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> list[str]:

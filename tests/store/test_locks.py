@@ -161,3 +161,13 @@ def test_a_contended_change_is_taken_by_the_holders_rerun(store_redis):
     assert locks.rerun("o1", "holder") is None
     assert not store_redis.exists("rc:lock:o1")
     assert locks.rerun("o1", "holder") is None  # no longer held
+
+
+def test_a_redis_that_lost_its_scripts_still_records_and_queues(store_redis):
+    dependent("o1", "items")
+    assert locks.queue_dependents(["items"], {"items": ["1"]})[1] == ["o1"]
+    locks.begin("o1", "t")
+    locks.finish("o1", "t")
+    store_redis.script_flush()  # as after a Redis restart
+    assert locks.queue_dependents(["items"], {"items": ["2"]})[1] == ["o1"]
+    assert locks.begin("o1", "t2").touched == ("items:2",)
