@@ -37,8 +37,8 @@ def content(items: list[dict]) -> list[tuple]:
     return sorted((i["name"], i.get("enabled"), i.get("position")) for i in items)
 
 
-def run_workload(live, precise: bool, spawn) -> tuple[list[list[tuple]], int, int]:
-    """Final lists per client, evaluations and skipped evaluations of one run."""
+def run_workload(live, precise: bool, spawn) -> tuple[list[list[tuple]], int]:
+    """Final lists per client and the evaluations precise invalidation left out, of one run."""
     Item.objects.all().delete()
     for i in range(12):
         Item.objects.create(name=f"seed-{i}", position=i % 10, enabled=i % 3 != 0)
@@ -55,14 +55,12 @@ def run_workload(live, precise: bool, spawn) -> tuple[list[list[tuple]], int, in
             client.start()
         for client in clients:
             assert client.ready.wait(30), client.url
-        evaluations = int(live.redis.get("rc:stats:evaluations") or 0)
         skipped = int(live.redis.get("rc:stats:skipped") or 0)
         wait_all(run_writers(1, 80, SEED))
         quiet(live.redis, clients)
         assert_converged(live.http(), clients)
         return (
             [content(c.items) for c in clients],
-            int(live.redis.get("rc:stats:evaluations") or 0) - evaluations,
             int(live.redis.get("rc:stats:skipped") or 0) - skipped,
         )
     finally:
@@ -73,12 +71,13 @@ def run_workload(live, precise: bool, spawn) -> tuple[list[list[tuple]], int, in
 
 def test_precise_invalidation_on_and_off_give_every_client_the_same_final_list(live, spawn):
     try:
-        precise, precise_evaluations, precise_skipped = run_workload(live, True, spawn)
-        table_level, table_evaluations, table_skipped = run_workload(live, False, spawn)
+        precise, precise_skipped = run_workload(live, True, spawn)
+        table_level, table_skipped = run_workload(live, False, spawn)
     finally:
         live.cluster["workers"][:] = [processes.celery_worker(f"w{i}p") for i in range(2)]
     assert precise == table_level
     assert any(precise), "the workload left every list empty"
     assert table_skipped == 0
+    # How many evaluations each run needs depends on how the writes coalesce, which is
+    # timing; that the probe left some out, and only when on, does not.
     assert precise_skipped > 0
-    assert precise_evaluations < table_evaluations
