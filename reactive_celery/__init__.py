@@ -10,7 +10,8 @@ The modules, in the order a change flows through them::
     subscriptions   join / leave an observer: HTTP ?observe=, socket subscribe, unsubscribe
     spec            the JSON description of one observed call; its sha256 is the observer id
     dependencies    the tables an evaluation reads; the tables a write touches
-    signals         write -> mark the table -> on commit, queue dependent observers
+    signals         write -> mark the table and rows -> on commit, queue dependent observers
+    invalidation    does a row change concern an observer: its stored keys, one probe query
     tasks           every Celery task: evaluate, poll, sweep
     observer        one observer's life: refresh under its lock, publish, stop
     evaluation      running the observed view in a worker

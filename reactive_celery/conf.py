@@ -81,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     # What tells observers of writes: "signals" (Django's, plus notify()) or "triggers"
     # (PostgreSQL triggers read by manage.py reactive_listen; Django's receivers stay off).
     "CHANGE_SOURCE": "signals",
+    # A write to rows of a view's own model re-evaluates only the observers those rows
+    # concern (their last result held one, or their query would now); False: every
+    # observer of the table, as for any other table the view reads.
+    "PRECISE_INVALIDATION": True,
 }
 
 #: The values CHANGE_SOURCE may take.
@@ -136,6 +140,11 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
             problems.append(f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}.")
         else:
             numbers.add(key)
+    if not isinstance(values["PRECISE_INVALIDATION"], bool):
+        problems.append(
+            "REACTIVE_CELERY['PRECISE_INVALIDATION'] must be True or False, "
+            f"got {values['PRECISE_INVALIDATION']!r}."
+        )
     for key in _COUNTS:
         if key in numbers and values[key] < 1:
             problems.append(

@@ -1,7 +1,8 @@
 """One observer's life: refreshed under its lock, its results published, stopped.
 
 refresh   what an ``evaluate`` task does: take the lock (or leave the change
-          to its holder), evaluate, rerun once per change that arrived meanwhile
+          to its holder), evaluate unless ``invalidation`` finds the changes
+          concern no result, rerun once per change that arrived meanwhile
 evaluate  run the view as the observer's user and publish the result
 publish   new result -> version -> store and replay buffer -> push; the one copy
           of the version guarantee, used by workers and subscribing requests
@@ -19,7 +20,7 @@ from typing import Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import broadcast, metrics, protocol
+from . import broadcast, invalidation, metrics, protocol
 from .conf import reactive_settings
 from .diff import diff, index_by_key
 from .evaluation import Result, evaluate_spec, permitted
@@ -63,9 +64,12 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
         return
     # Reruns share this task's time limit: past half of it, hand over to a new task.
     deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
+    touched: tuple[str, ...] | None = begun.touched
     try:
-        while True:
-            evaluate(oid)
+        while touched is not None:
+            # Unconcerned by every change taken with the lock: released as if evaluated.
+            if invalidation.affects(oid, touched):
+                evaluate(oid)
             if time.monotonic() >= deadline:
                 if locks.finish(oid, token, keep=False) == 1:
                     # Queued again at once, so no client hears "caught up" in between.
@@ -74,9 +78,9 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
                     break
                 announce_settled(oid)
                 break
-            if locks.finish(oid, token) != 1:
+            touched = locks.rerun(oid, token)
+            if touched is None:
                 announce_settled(oid)
-                break
     except BaseException:
         if locks.finish(oid, token, keep=False) == 1:
             # A change arrived during the failed run: it still needs an evaluation.

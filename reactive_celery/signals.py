@@ -1,9 +1,12 @@
 """Database writes -> on commit -> one evaluate task per dependent observer.
 
-Receivers only remember the tables a transaction wrote. One ``on_commit``
-callback per transaction and database does a single Redis lookup and enqueues
-each dependent observer that is not already queued. A rollback drops the
-callback, so nothing is sent.
+Receivers remember the tables a transaction wrote and, per table, the primary
+keys of the rows saved or deleted (read in the receiver: ``delete()`` clears the
+pk afterwards); an m2m change or ``notify()`` without ``pks`` marks the whole
+table. One ``on_commit`` callback per transaction and database does a single
+Redis lookup, records the keys for each dependent observer (``locks.queue_dependents``)
+and enqueues each that is not already queued. A rollback drops the callback, so
+nothing is sent. More than ``TOUCHED_CAP`` keys for one table mark it whole.
 
 The write is committed whatever happens next, so a commit whose enqueue fails
 (Redis or the broker unreachable) is not lost: its tables (and observers
@@ -11,6 +14,7 @@ marked queued but not sent) stay in this process and are retried after
 ``RETRY_DELAYS`` (about 30 s in all) and with this process's next commit,
 which ever comes first. Each failure logs one line. A process that exits
 before Redis comes back loses them (the next write to the table catches up).
+A retried enqueue marks its tables whole: it keeps no primary keys.
 
 While ``migrate`` runs in this process nothing is marked, and writes to
 ``django_migrations`` never are: a deploy migrates before Redis may be up,
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -53,15 +57,40 @@ _M2M_ACTIONS = frozenset({"post_add", "post_remove", "post_clear"})
 _MIGRATIONS_TABLE = "django_migrations"
 
 
-class _PendingTables:
-    """The tables one transaction wrote; called by Django when it commits."""
+def _merge(
+    into: dict[str, set[str] | None], tables: Iterable[str], pks: Collection[str] | None
+) -> None:
+    """Add a write of ``pks`` (None: every row) to each of ``tables``."""
+    for table in tables:
+        known = into.get(table, set()) if table in into or pks is not None else None
+        if known is None or pks is None:
+            into[table] = None
+            continue
+        known.update(pks)
+        into[table] = None if len(known) > locks.TOUCHED_CAP else known
 
-    def __init__(self, tables: Iterable[str]) -> None:
-        self.tables = set(tables)
+
+class _PendingTables:
+    """The tables (and their written primary keys) of one transaction; called when it commits."""
+
+    def __init__(self, tables: Iterable[str], pks: Collection[str] | None = None) -> None:
+        self.pks: dict[str, set[str] | None] = {}
+        _merge(self.pks, tables, pks)
+
+    @property
+    def tables(self) -> set[str]:
+        """The tables written so far."""
+        return set(self.pks)
+
+    def add(self, tables: Iterable[str], pks: Collection[str] | None) -> None:
+        """Called by ``mark()`` for each further write in the transaction."""
+        _merge(self.pks, tables, pks)
 
     def __call__(self) -> None:
-        tables, self.tables = self.tables, set()
-        enqueue_dependents(tables)
+        written, self.pks = self.pks, {}
+        enqueue_dependents(
+            set(written), {table: rows for table, rows in written.items() if rows is not None}
+        )
 
 
 class _Retry:
@@ -75,12 +104,16 @@ class _Retry:
         self.attempt = 0
         self.timer: threading.Timer | None = None
 
-    def take(self, tables: Iterable[str]) -> tuple[set[str], list[str]]:
-        """Called by each enqueue: its tables plus everything pending, which it now owns."""
+    def take(self, tables: Iterable[str]) -> tuple[set[str], list[str], set[str]]:
+        """Called by each enqueue: its tables plus everything pending, which it now owns.
+
+        The third set: the pending tables alone (they changed whole).
+        """
         with self.lock:
-            tables = set(tables) | self.tables
+            pending = self.tables
+            tables = set(tables) | pending
             observers, self.tables, self.observers = self.observers, set(), []
-        return tables, observers
+        return tables, observers, pending
 
     def keep(self, tables: set[str], observers: list[str], exc: Exception) -> None:
         """Called when an enqueue failed: keep what it did not do, retry later, say so."""
@@ -177,17 +210,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_retry.after_fork)
 
 
-def enqueue_dependents(tables: set[str]) -> list[str]:
+def enqueue_dependents(
+    tables: set[str], pks: Mapping[str, Collection[str]] | None = None
+) -> list[str]:
     """Queue one evaluation for each observer of ``tables`` not already queued.
 
-    Called on commit. Tables and observers a failed call left behind go along.
-    Returns the observers sent.
+    Called on commit. ``pks``: the primary keys written, for the tables whose
+    rows are known (the others changed whole). Tables and observers a failed
+    call left behind go along, as whole tables. Returns the observers sent.
     """
-    tables, observers = _retry.take(tables)
+    tables, observers, whole = _retry.take(tables)
+    pks = {t: rows for t, rows in (pks or {}).items() if t not in whole}
     sent: list[str] = []
     try:
         if tables:
-            dependents, fresh = locks.queue_dependents(tables)
+            dependents, fresh = locks.queue_dependents(tables, pks)
             tables = set()  # looked up and marked: from now on only the sends are owed
             observers += [oid for oid in fresh if oid not in observers]
             metrics.committed(dependents)
@@ -202,8 +239,14 @@ def enqueue_dependents(tables: set[str]) -> list[str]:
     return sent
 
 
-def mark(tables: Iterable[str], using: str | None = None) -> None:
-    """Remember written tables until the current transaction on ``using`` commits."""
+def mark(
+    tables: Iterable[str], using: str | None = None, pks: Collection[str] | None = None
+) -> None:
+    """Remember written tables until the current transaction on ``using`` commits.
+
+    ``pks``: the primary keys (strings) of the rows written in each of ``tables``;
+    None when any row may have changed.
+    """
     tables = set(tables) - {_MIGRATIONS_TABLE}
     if not tables or _migrating.running:
         return
@@ -212,29 +255,35 @@ def mark(tables: Iterable[str], using: str | None = None) -> None:
     pending = getattr(connection, "_reactive_pending", None)
     # A rollback drops our callback but leaves the attribute behind: check the queue.
     if pending is not None and any(entry[1] is pending for entry in connection.run_on_commit):
-        pending.tables.update(tables)
+        pending.add(tables, pks)
         return
-    pending = _PendingTables(tables)
+    pending = _PendingTables(tables, pks)
     connection._reactive_pending = pending  # type: ignore[attr-defined]
     transaction.on_commit(pending, using=using)
 
 
-def notify(*targets: Any, using: str | None = None) -> None:
+def notify(*targets: Any, using: str | None = None, pks: Iterable[Any] | None = None) -> None:
     """Tell observers that these models or tables changed without signals.
 
     Use after ``QuerySet.update()``, ``bulk_create()`` or raw SQL. Targets are
     model classes, ``"app_label.Model"`` strings or table names; the notice is
     sent when the current transaction on ``using`` commits (at once outside one).
+    ``pks``: the primary keys of the rows changed in every target (None: any
+    row may have), so only the observers those rows concern are evaluated.
     """
     if not targets:
         raise TypeError("notify() needs at least one model or table, e.g. notify(Task).")
-    mark(tables_for(targets), using)
+    if isinstance(pks, (str, bytes)):
+        raise TypeError("notify(pks=...) takes a list of primary keys, e.g. pks=[3, 5].")
+    mark(tables_for(targets), using, None if pks is None else {str(pk) for pk in pks})
 
 
-def _on_save_or_delete(sender: type[Model], using: str, **kwargs: Any) -> None:
+def _on_save_or_delete(sender: type[Model], using: str, instance: Model, **kwargs: Any) -> None:
     if kwargs.get("raw"):
         return
-    mark(tables_of_model(sender), using)
+    # Read now: delete() sets instance.pk to None after post_delete.
+    pk = instance.pk
+    mark(tables_of_model(sender), using, None if pk is None else {str(pk)})
 
 
 def _on_m2m_changed(sender: type[Model], action: str, using: str, **kwargs: Any) -> None:

@@ -7,28 +7,33 @@ a live Redis and costs time proportional to the number of reactive keys.
 from __future__ import annotations
 
 import datetime
+import json
+from collections import Counter
 from typing import Any
 
 from celery import Celery, _state
 
 from .conf import reactive_settings
+from .invalidation import FIELD
 from .store import keys, stats
 from .store.connection import client
 
 __all__ = ["collect", "count_state", "queue_depth", "render"]
 
 
-def count_state() -> dict[str, int]:
+def count_state() -> dict[str, Any]:
     """Observers, subscribers, subscriptions and polling observers, counted by SCAN."""
     r = client()
     observers = subscribers = 0
     subs_sets: list[str] = []
+    hashes: list[str] = []
     for name in r.scan_iter(match=keys.pattern("obs", "*"), count=1000):
         suffix = name[len(keys.observer("")) :]
         if suffix.endswith(":subs"):
             subs_sets.append(name)
         elif ":" not in suffix:
             observers += 1
+            hashes.append(name)
     for name in r.scan_iter(match=keys.pattern("sub", "*"), count=1000):
         if ":" not in name[len(keys.subscriber("")) :]:
             subscribers += 1
@@ -41,6 +46,24 @@ def count_state() -> dict[str, int]:
         "subscribers": subscribers,
         "subscriptions": subscriptions,
         "polling": int(r.zcard(keys.poll())),
+        "invalidation": _invalidation(hashes),
+    }
+
+
+def _invalidation(hashes: list[str]) -> dict[str, Any]:
+    """How observers are invalidated: precise, table-level (by reason), not yet decided."""
+    r = client()
+    pipe = r.pipeline(transaction=False)
+    for name in hashes:
+        pipe.hget(name, FIELD)
+    decided = [json.loads(raw) for raw in (pipe.execute() if hashes else []) if raw]
+    reasons = Counter(found["reason"] for found in decided if found.get("reason"))
+    return {
+        "enabled": bool(reactive_settings.PRECISE_INVALIDATION),
+        "precise": sum(1 for found in decided if not found.get("reason")),
+        "table_level": dict(sorted(reasons.items())),
+        "undecided": len(hashes) - len(decided),
+        "skipped": int(r.get(keys.stats_skipped()) or 0),
     }
 
 
@@ -116,4 +139,18 @@ def render(data: dict[str, Any]) -> str:
             f"  {when:%Y-%m-%d %H:%M:%S}Z  {error['code']:<9}  {error['observer'][:12]}  "
             f"{error['view']}  {error['error']}"
         )
+    if "invalidation" in data:
+        lines += _render_invalidation(data["invalidation"])
     return "\n".join(lines)
+
+
+def _render_invalidation(found: dict[str, Any]) -> list[str]:
+    rows = [
+        ("precise observers", str(found["precise"])),
+        ("not decided yet", str(found["undecided"])),
+        ("evaluations left out", str(found["skipped"])),
+        *((f"table-level: {reason}", str(n)) for reason, n in found["table_level"].items()),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"Precise invalidation ({'on' if found['enabled'] else 'off'})"]
+    return lines + [f"  {label:<{width}}  {value}" for label, value in rows]

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import broadcast, observer, tickets
+from . import broadcast, invalidation, observer, tickets
 from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
@@ -206,6 +206,8 @@ def _subscribe_locked(
         subscribers.unsubscribe(oid, subscriber.id)
         raise ViewMisconfigured(str(exc)) from exc
     assert version is not None  # only workers' publishes can find the observer gone
+    if stored is None:
+        invalidation.record(oid, spec, viewset)
     if options.poll_interval is not None:
         # After subscribe: beat's claim drops entries of observers without subscribers.
         schedule.schedule(oid, options.poll_interval)

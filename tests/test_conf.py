@@ -84,3 +84,16 @@ def test_change_source_is_signals_or_triggers():
         _ = reactive_settings.CHANGE_SOURCE
     with override_settings(REACTIVE_CELERY={"CHANGE_SOURCE": "triggers"}):
         assert reactive_settings.CHANGE_SOURCE == "triggers"
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_precise_invalidation_must_be_a_bool(value):
+    with (
+        override_settings(REACTIVE_CELERY={"PRECISE_INVALIDATION": value}),
+        pytest.raises(ConfigurationError, match="PRECISE_INVALIDATION"),
+    ):
+        _ = reactive_settings.PRECISE_INVALIDATION
+
+
+def test_precise_invalidation_is_on_by_default():
+    assert reactive_settings.PRECISE_INVALIDATION is True

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from reactive_celery import signals
 from reactive_celery.signals import notify
-from reactive_celery.store import observers
+from reactive_celery.store import locks, observers
 from tests.conftest import UNCONSUMED
 from tests.testapp.models import Category, Item, Tag
 
@@ -174,4 +174,67 @@ def test_after_a_failed_enqueue_the_next_change_is_queued(store_redis, broker):
     broker.redis.delete(UNCONSUMED)  # the broker is back
     # The observer queued for the lost task goes with the next change, not after the flag's TTL.
     assert "o1" in signals.enqueue_dependents({"t"})
+    assert [m["args"] for m in broker.messages()] == [["o1"]]
+
+
+# --- primary keys -----------------------------------------------------------------
+
+
+def test_saves_and_deletes_carry_their_primary_keys_to_the_commit(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        a = Item.objects.create(name="a")
+        b = Item.objects.create(name="b")
+        b_pk = b.pk
+        b.delete()  # the receiver reads the pk before delete() clears it
+    (callback,) = callbacks
+    assert callback.pks == {"testapp_item": {str(a.pk), str(b_pk)}}
+
+
+def test_an_m2m_change_or_a_plain_notify_marks_the_whole_table(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        item = Item.objects.create(name="a")
+        tag = Tag.objects.create(name="t")
+        item.tags.add(tag)
+        notify(Item)
+        Item.objects.create(name="c")  # after a whole-table notice, rows add nothing
+    (callback,) = callbacks
+    assert callback.pks == {
+        "testapp_item": None,
+        "testapp_item_tags": None,
+        "testapp_tag": {str(tag.pk)},
+    }
+
+
+def test_notify_takes_primary_keys(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        notify("testapp_item", pks=[3, 5])
+        notify(Item, pks=["7"])
+    (callback,) = callbacks
+    assert callback.pks == {"testapp_item": {"3", "5", "7"}}
+
+
+def test_notify_refuses_a_string_for_pks(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(TypeError, match="list"):
+        notify(Item, pks="35")
+    assert callbacks == []
+
+
+def test_more_keys_than_the_cap_mark_the_whole_table(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        notify(Item, pks=range(locks.TOUCHED_CAP + 1))
+    (callback,) = callbacks
+    assert callback.pks == {"testapp_item": None}
+
+
+def test_the_commit_records_the_keys_for_each_dependent_observer(
+    store_redis, broker, django_capture_on_commit_callbacks
+):
+    observing("o1", "testapp_item")
+    with django_capture_on_commit_callbacks(execute=True):
+        item = Item.objects.create(name="a")
+    assert store_redis.smembers("rc:touched:o1") == {f"testapp_item:{item.pk}"}
     assert [m["args"] for m in broker.messages()] == [["o1"]]

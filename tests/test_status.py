@@ -3,12 +3,14 @@
 The end-to-end status tests (tests/e2e/test_status.py) run the command against a cluster.
 """
 
+import json
 import re
 
 import pytest
 
 from reactive_celery import status, tasks
-from reactive_celery.store import observers, schedule, stats, subscribers
+from reactive_celery.invalidation import FIELD
+from reactive_celery.store import keys, observers, schedule, stats, subscribers
 from tests.conftest import UNCONSUMED
 from tests.project.celery_app import app as celery_app
 
@@ -45,6 +47,28 @@ def test_collect_counts_the_state_and_the_queue(store_redis, broker):
     assert data["evaluation_ms"] == {"samples": 3, "p50": 20.0, "p99": 30.0}
     (error,) = data["errors"]
     assert (error["observer"], error["view"], error["code"]) == ("o2", "app.views.V", "gone")
+
+
+def test_collect_and_render_show_how_observers_are_invalidated(store_redis, broker):
+    some_state()
+    store_redis.hset("rc:obs:o1", FIELD, json.dumps({"table": "t", "reason": ""}))
+    store_redis.hset("rc:obs:o2", FIELD, json.dumps({"table": "", "reason": "paginated"}))
+    store_redis.set(keys.stats_skipped(), 7)
+    found = status.collect()["invalidation"]
+    assert found == {
+        "enabled": True,
+        "precise": 1,
+        "table_level": {"paginated": 1},
+        "undecided": 0,
+        "skipped": 7,
+    }
+    lines = status.render(status.collect()).splitlines()
+    assert [tuple(re.split(r"\s{2,}", line.strip())) for line in lines[-4:]] == [
+        ("precise observers", "1"),
+        ("not decided yet", "0"),
+        ("evaluations left out", "7"),
+        ("table-level: paginated", "1"),
+    ]
 
 
 def test_an_empty_store_and_a_queue_never_declared(store_redis, broker):
@@ -103,7 +127,8 @@ def test_render_shows_every_row_and_the_errors(store_redis, broker):
     when, code, observer, view, error = re.split(r"Z?\s{2,}", lines[10].strip(), maxsplit=4)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when)
     assert (code, observer, view, error) == ("timeout", "0123456789ab", "app.views.V", "too slow")
-    assert len(lines) == 11
+    assert lines[11] == "Precise invalidation (on)"
+    assert len(lines) == 15
 
 
 def test_render_says_unknown_and_dashes_when_nothing_is_known():

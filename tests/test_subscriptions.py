@@ -4,6 +4,8 @@ Requests come from DRF's ``APIRequestFactory``; subscribers are registered in
 the real Redis with a channel on the real layer, as a socket's consumer does.
 """
 
+import json
+
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIRequestFactory, force_authenticate
@@ -267,3 +269,15 @@ def test_a_shared_view_that_depends_on_the_user_is_refused_every_time(store_redi
     assert refused.value.code == "depends_on_user"
     assert "per_user=False" in refused.value.message
     assert store_redis.keys("rc:obs:*") == []
+
+
+def test_the_subscription_that_creates_an_observer_decides_its_invalidation(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    precise = get(views.GroupItemViewSet, "/api/groups/", position="1").data["observer"]
+    paged = get(views.PagedItemViewSet, "/api/paged/").data["observer"]
+    found = {
+        oid: json.loads(store_redis.hget(f"rc:obs:{oid}", "invalidation"))
+        for oid in (precise, paged)
+    }
+    assert found[precise] == {"table": "testapp_item", "reason": ""}
+    assert found[paged]["reason"].startswith("paginated")

@@ -19,11 +19,13 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     retry:<oid>        flag  a contended task scheduled a retry
     waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
+    touched:<oid>      set   "<table>:<pk>" or "<table>:*" changed since the last evaluation
     watch              zset  observers being created, scored by expiry: queued for any table
     poll               zset  polling observer ids, scored by next due time
     stats:evaluations  count evaluations finished
     stats:timings      list  recent evaluation times in ms
     stats:errors       list  recent stopped observers (JSON)
+    stats:skipped      count changes that precise invalidation found to concern no result
 
 Lua scripts get every key they touch from these builders through ``KEYS``,
 never from a prefix inside the script. Values are JSON or plain strings.
@@ -55,10 +57,12 @@ __all__ = [
     "starts",
     "stats_errors",
     "stats_evaluations",
+    "stats_skipped",
     "stats_timings",
     "subscribe_rate",
     "subscriber",
     "subscriber_observers",
+    "touched",
     "ttl_seconds",
     "waiting",
     "watch",
@@ -159,6 +163,11 @@ def starts(oid: str) -> str:
     return _key("starts", oid)
 
 
+def touched(oid: str) -> str:
+    """What changed since the observer's evaluation began: table:pk entries, or table:*."""
+    return _key("touched", oid)
+
+
 def watch() -> str:
     """Observers being created, queued for a write to any table."""
     return _key("watch")
@@ -172,6 +181,11 @@ def poll() -> str:
 def stats_evaluations() -> str:
     """Evaluations finished since the key was created."""
     return _key("stats", "evaluations")
+
+
+def stats_skipped() -> str:
+    """Evaluations precise invalidation left out: the change concerned no result."""
+    return _key("stats", "skipped")
 
 
 def stats_timings() -> str:

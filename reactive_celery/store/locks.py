@@ -1,8 +1,10 @@
 """Who evaluates an observer, and when: queued flags, the lock, the dirty flag.
 
-    queue_dependents   a commit queues each dependent observer once
+    queue_dependents   a commit queues each dependent observer once and records what it
+                       touched (``touched:<oid>``: table:pk, or table:* for a whole table)
     watch / unwatch    an observer being created is queued for any table
-    begin / finish     one evaluation at a time; a change during it reruns it once
+    begin / finish     one evaluation at a time; a change during it reruns it once;
+                       begin and rerun take the touched set with the lock, atomically
     sync / settled     a client waits until the observer reflects its writes
     observer_lock      the same lock, held by a subscribing request
 
@@ -13,9 +15,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import NoScriptError
 
 from ..conf import lock_ttl_ms, queued_ttl, reactive_settings
 from ..exceptions import ObserverBusy
@@ -23,6 +29,8 @@ from . import keys
 from .connection import client
 
 __all__ = [
+    "ANY",
+    "TOUCHED_CAP",
     "Begun",
     "HeldLock",
     "begin",
@@ -31,23 +39,54 @@ __all__ = [
     "observer_lock",
     "queue",
     "queue_dependents",
+    "rerun",
     "settled",
     "sync",
     "unwatch",
     "watch",
 ]
 
+#: A touched entry that stands for every row of every table: evaluate in full.
+ANY = "*"
+
+#: Entries kept per observer in its touched set; past it the set collapses to ``ANY``.
+TOUCHED_CAP = 1000
+
 # KEYS: the tables' dependency sets, then the watch zset (observers being created).
+# Returns oid, then the 1-based indexes of the tables it read joined by ',' ('*': all).
 _DEPENDENTS = """
-local observers = {}
-if #KEYS > 1 then observers = redis.call('SUNION', unpack(KEYS, 1, #KEYS - 1)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', redis.call('TIME')[1])
-local seen = {}
-for _, oid in ipairs(observers) do seen[oid] = true end
-for _, oid in ipairs(redis.call('ZRANGE', KEYS[#KEYS], 0, -1)) do
-  if not seen[oid] then table.insert(observers, oid) end
+local found, order = {}, {}
+for i = 1, #KEYS - 1 do
+  for _, oid in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if not found[oid] then found[oid] = {}; table.insert(order, oid) end
+    table.insert(found[oid], tostring(i))
+  end
 end
-return observers
+redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', redis.call('TIME')[1])
+local out = {}
+for _, oid in ipairs(order) do
+  table.insert(out, oid); table.insert(out, table.concat(found[oid], ','))
+end
+for _, oid in ipairs(redis.call('ZRANGE', KEYS[#KEYS], 0, -1)) do
+  if not found[oid] then table.insert(out, oid); table.insert(out, '*') end
+end
+return out
+"""
+
+# KEYS: touched, queued. ARGV: queued ttl s, touched ttl s, cap, then the entries.
+# Recorded before the queued flag in one script, so the task that clears the flag
+# (``begin``) always finds what its change touched.
+_TOUCH_AND_QUEUE = """
+if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
+  for i = 4, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
+    redis.call('DEL', KEYS[1])
+    redis.call('SADD', KEYS[1], '*')
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
 """
 
 
@@ -63,16 +102,76 @@ def queue(oids: Iterable[str]) -> list[str]:
     return [oid for oid, fresh in zip(oids, pipe.execute(), strict=True) if fresh]
 
 
-def queue_dependents(tables: Iterable[str]) -> tuple[list[str], list[str]]:
+def _touched_ttl() -> int:
+    # Outlives the queued flag and the lock: it is read by whoever takes either.
+    return keys.ttl_seconds(max(queued_ttl(), lock_ttl_ms() / 1000) + 5)
+
+
+def queue_dependents(
+    tables: Iterable[str], pks: Mapping[str, Collection[str]] | None = None
+) -> tuple[list[str], list[str]]:
     """Observers that read any of ``tables``, and those of them not already queued.
 
-    The second list is marked queued; the caller enqueues one evaluation for each.
+    ``pks`` gives, for some of the tables, the primary keys (as strings) written;
+    the other tables changed as a whole. Each dependent observer's touched set
+    records what it read of the change; the second list is marked queued, and
+    the caller enqueues one evaluation for each.
     """
-    names = [keys.dependents(t) for t in sorted(set(tables))]
-    if not names:
+    ordered = sorted(set(tables))
+    if not ordered:
         return [], []
-    observers = list(client().eval(_DEPENDENTS, len(names) + 1, *names, keys.watch()))
-    return observers, queue(observers)
+    pks = pks or {}
+    names = [keys.dependents(t) for t in ordered]
+    r = client()
+    flat = list(r.eval(_DEPENDENTS, len(names) + 1, *names, keys.watch()))
+    found = list(zip(flat[::2], flat[1::2], strict=True))
+    if not found:
+        return [], []
+    ttl, touched_ttl = queued_ttl(), _touched_ttl()
+    calls = []
+    for oid, indexes in found:
+        entries = [ANY] if indexes == ANY else _entries(ordered, indexes, pks)
+        if len(entries) > TOUCHED_CAP:
+            entries = [ANY]
+        calls.append((keys.touched(oid), keys.queued(oid), ttl, touched_ttl, TOUCHED_CAP, *entries))
+    fresh = _touch_and_queue(r, calls)
+    observers = [oid for oid, _ in found]
+    return observers, [oid for oid, new in zip(observers, fresh, strict=True) if new]
+
+
+_touch_sha: str | None = None
+
+
+def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``_TOUCH_AND_QUEUE`` once per call in one round trip.
+
+    By its SHA, loaded once per process: redis-py's pipelined scripts would ask
+    SCRIPT EXISTS first, a second round trip on every commit. A Redis that lost
+    its scripts (a restart) answers NOSCRIPT to all of them, so none ran: load
+    and send again.
+    """
+    global _touch_sha
+    for attempt in range(2):
+        if _touch_sha is None or attempt:
+            _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))
+        pipe = r.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(_touch_sha, 2, *call)
+        try:
+            return list(pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _entries(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> list[str]:
+    entries: list[str] = []
+    for index in indexes.split(","):
+        table = tables[int(index) - 1]
+        written = pks.get(table)
+        entries += [f"{table}:{ANY}"] if written is None else [f"{table}:{pk}" for pk in written]
+    return entries
 
 
 def watch(oid: str, seconds: float) -> None:
@@ -100,17 +199,22 @@ class Begun:
 
     acquired: bool
     starts: int = 0
+    #: The touched entries taken with the lock (empty: nothing recorded, evaluate in full).
+    touched: tuple[str, ...] = ()
     #: Set when contended and this task is the first to schedule a retry.
     retry_in_ms: int | None = None
 
 
-# KEYS: queued, lock, dirty, retry, starts. ARGV: token, lock ms, '1' for a retry, starts ttl.
+# KEYS: queued, lock, dirty, retry, starts, touched.
+# ARGV: token, lock ms, '1' for a retry, starts ttl.
 _BEGIN = """
 if ARGV[3] ~= '1' then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local starts = redis.call('INCR', KEYS[5])
   redis.call('EXPIRE', KEYS[5], ARGV[4])
-  return {1, starts}
+  local touched = redis.call('SMEMBERS', KEYS[6])
+  redis.call('DEL', KEYS[6])
+  return {1, starts, unpack(touched)}
 end
 if ARGV[3] ~= '1' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end
 local remaining = redis.call('PTTL', KEYS[2])
@@ -129,21 +233,22 @@ def begin(oid: str, token: str, *, retry: bool = False) -> Begun:
     rerunning for as long as retries arrive. Counting starts under the lock lets
     the crash cap survive a killed worker.
     """
-    acquired, value = client().eval(
+    acquired, value, *touched = client().eval(
         _BEGIN,
-        5,
+        6,
         keys.queued(oid),
         keys.lock(oid),
         keys.dirty(oid),
         keys.retry(oid),
         keys.starts(oid),
+        keys.touched(oid),
         token,
         lock_ttl_ms(),
         "1" if retry else "0",
         keys.ttl_seconds(reactive_settings.OBSERVER_TTL),
     )
     if acquired:
-        return Begun(acquired=True, starts=int(value))
+        return Begun(acquired=True, starts=int(value), touched=tuple(touched))
     return Begun(acquired=False, retry_in_ms=None if value == -3 else max(int(value), 0))
 
 
@@ -176,6 +281,32 @@ def finish(oid: str, token: str, *, keep: bool = True) -> int:
             "1" if keep else "0",
         )
     )
+
+
+# KEYS: lock, dirty, touched. ARGV: token, lock ms.
+_RERUN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+if redis.call('DEL', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return {0}
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local touched = redis.call('SMEMBERS', KEYS[3])
+redis.call('DEL', KEYS[3])
+return {1, unpack(touched)}
+"""
+
+
+def rerun(oid: str, token: str) -> tuple[str, ...] | None:
+    """``finish`` for a holder that reruns: the touched entries to rerun for, or None.
+
+    None: released (nothing arrived) or no longer ours. The entries are taken
+    with the dirty flag, so every change that marked it dirty is among them.
+    """
+    code, *touched = client().eval(
+        _RERUN, 3, keys.lock(oid), keys.dirty(oid), keys.touched(oid), token, lock_ttl_ms()
+    )
+    return tuple(touched) if int(code) == 1 else None
 
 
 # KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.

@@ -11,7 +11,7 @@ from ..conf import reactive_settings
 from . import keys, stats
 from .connection import client
 
-__all__ = ["Observer", "drop", "load", "release", "replay", "save"]
+__all__ = ["Observer", "drop", "load", "note", "release", "replay", "save"]
 
 
 def _dumps(value: Any) -> str:
@@ -142,6 +142,19 @@ def save(
     ]
     # One script: a drop cannot land between the existence check and the write.
     return bool(client().register_script(_SAVE)(keys=names, args=args))
+
+
+# KEYS: the observer's hash. ARGV: field, value, '1' to overwrite.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] == '1' then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+def note(oid: str, field: str, value: str, *, overwrite: bool = False) -> None:
+    """Set one more field of an existing observer (never creating a hash without a lifetime)."""
+    client().eval(_NOTE, 1, keys.observer(oid), field, value, "1" if overwrite else "0")
 
 
 def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:

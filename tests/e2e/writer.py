@@ -57,11 +57,13 @@ def main(seed: int, operations: int) -> None:
                 item.save()
         else:
             with transaction.atomic():
-                for pk in rng.sample(pks, min(3, len(pks))):
+                chosen = rng.sample(pks, min(3, len(pks)))
+                for pk in chosen:
                     Item.objects.filter(pk=pk).update(name=f"batch-{rng.randint(0, 999)}")
                 from reactive_celery import notify
 
-                notify(Item)
+                # Half name their rows, as the trigger listener will: precise invalidation.
+                notify(Item, pks=chosen if rng.random() < 0.5 else None)
         time.sleep(rng.random() * 0.02)
 
 

@@ -124,6 +124,8 @@ REACTIVE_CELERY = {
     # The fuzz tests send frames as fast as answers come back; the flood test lowers it.
     "FRAME_RATE": float(os.environ.get("REACTIVE_TEST_FRAME_RATE", "10000")),
     "MAX_SOCKETS_PER_ADDRESS": int(os.environ.get("REACTIVE_TEST_MAX_SOCKETS_PER_ADDRESS", "1000")),
+    # The on/off comparison runs its workers both ways.
+    "PRECISE_INVALIDATION": os.environ.get("REACTIVE_TEST_PRECISE", "1") == "1",
 }
 
 LOGGING = {

@@ -111,3 +111,63 @@ def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
     assert locks.settled("o1") is None
     assert locks.sync("o1") == 5
     assert locks.sync("missing") == -2
+
+
+# --- touched entries ----------------------------------------------------------
+
+
+def dependent(oid: str, *tables: str) -> None:
+    observers.save(oid, spec="{}", items=[], meta={}, version=1, tables=tables, creator="")
+
+
+def test_a_commit_records_its_rows_per_observer_and_begin_takes_them(store_redis):
+    dependent("o1", "items")
+    dependent("o2", "items", "tags")
+    found, fresh = locks.queue_dependents(["items", "tags"], {"items": ["3", "4"]})
+    assert sorted(found) == sorted(fresh) == ["o1", "o2"]
+    assert set(locks.begin("o2", "t").touched) == {"items:3", "items:4", "tags:*"}
+    assert set(locks.begin("o1", "t").touched) == {"items:3", "items:4"}
+    assert not store_redis.exists("rc:touched:o1", "rc:touched:o2")
+
+
+def test_a_change_to_a_queued_observer_joins_its_touched_set(store_redis):
+    dependent("o1", "items")
+    assert locks.queue_dependents(["items"], {"items": ["1"]})[1] == ["o1"]
+    assert locks.queue_dependents(["items"], {"items": ["2"]})[1] == []  # already queued
+    assert set(locks.begin("o1", "t").touched) == {"items:1", "items:2"}
+
+
+def test_past_the_cap_the_touched_set_stands_for_everything(store_redis):
+    dependent("o1", "items")
+    many = [str(n) for n in range(locks.TOUCHED_CAP // 2 + 1)]
+    locks.queue_dependents(["items"], {"items": many})
+    locks.queue_dependents(["items"], {"items": [f"x{n}" for n in many]})
+    locks.queue_dependents(["items"], {"items": ["later"]})
+    assert locks.begin("o1", "t").touched == (locks.ANY,)
+
+
+def test_an_observer_being_created_is_touched_everywhere(store_redis):
+    locks.watch("new", 30)
+    assert locks.queue_dependents(["anything"], {"anything": ["1"]}) == (["new"], ["new"])
+    assert locks.begin("new", "t").touched == (locks.ANY,)
+
+
+def test_a_contended_change_is_taken_by_the_holders_rerun(store_redis):
+    dependent("o1", "items")
+    assert locks.begin("o1", "holder").touched == ()
+    locks.queue_dependents(["items"], {"items": ["9"]})
+    assert not locks.begin("o1", "their-task").acquired
+    assert locks.rerun("o1", "holder") == ("items:9",)
+    assert locks.rerun("o1", "holder") is None
+    assert not store_redis.exists("rc:lock:o1")
+    assert locks.rerun("o1", "holder") is None  # no longer held
+
+
+def test_a_redis_that_lost_its_scripts_still_records_and_queues(store_redis):
+    dependent("o1", "items")
+    assert locks.queue_dependents(["items"], {"items": ["1"]})[1] == ["o1"]
+    locks.begin("o1", "t")
+    locks.finish("o1", "t")
+    store_redis.script_flush()  # as after a Redis restart
+    assert locks.queue_dependents(["items"], {"items": ["2"]})[1] == ["o1"]
+    assert locks.begin("o1", "t2").touched == ("items:2",)

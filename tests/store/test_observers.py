@@ -110,3 +110,14 @@ def test_a_save_refused_for_a_dropped_observer_still_counts_its_evaluation(store
     assert observers.save("o1", **FIELDS, version=1, must_exist=True, elapsed=0.002) is False
     assert not store_redis.exists("rc:obs:o1", "rc:obs:o1:log", "rc:dep:t")
     assert stats.summary()["evaluations"] == 1
+
+
+def test_note_sets_a_field_of_an_existing_observer_only(store_redis):
+    observers.note("nobody", "invalidation", "{}")
+    assert not store_redis.exists("rc:obs:nobody")  # no hash without a lifetime
+    observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=[], creator="")
+    observers.note("o1", "invalidation", "first")
+    observers.note("o1", "invalidation", "second")
+    assert store_redis.hget("rc:obs:o1", "invalidation") == "first"
+    observers.note("o1", "invalidation", "second", overwrite=True)
+    assert store_redis.hget("rc:obs:o1", "invalidation") == "second"

@@ -1,3 +1,4 @@
+from django.db.models import Count
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import permissions, viewsets
 from rest_framework.decorators import action
@@ -118,3 +119,22 @@ class ThrottledItemViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Item.objects.all()
     serializer_class = ItemSerializer
     throttle_classes = [OncePerMinute]
+
+
+@reactive
+class GroupItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """One observer per position (a group): precise invalidation's candidate view."""
+
+    queryset = Item.objects.all()
+    serializer_class = ItemSerializer
+    filter_backends = [DjangoFilterBackend, OrderingFilter]
+    filterset_fields = ["position", "enabled"]
+    ordering = ["id"]
+
+
+@reactive
+class AnnotatedItemViewSet(viewsets.ReadOnlyModelViewSet):
+    """distinct() over an annotation: cannot be probed, invalidated per table."""
+
+    queryset = Item.objects.annotate(tag_count=Count("tags")).distinct().order_by("id")
+    serializer_class = ItemSerializer

@@ -1,0 +1,262 @@
+"""Precise invalidation: does a write to some rows concern an observer at all?
+
+    classify   once per observer, when a subscription creates it (``record``): can its
+               query be probed, and on which table; if not, the reason (kept in
+               the store, shown by ``reactive_status``)
+    affects    before an evaluation: whether the touched entries may change its result
+    probe      which of several filtered querysets contain any of some primary keys,
+               in one query (UNION ALL of each tagged with its index)
+
+A change to row p of the observer's primary table (its view's queryset model)
+can change a list result only if the last result held p (it changed or left)
+or the query now matches p (it entered or changed): anything else is left
+as it was. Every other touched table, a whole-table change, or an observer
+that cannot be probed means a full evaluation.
+
+Not probed (table-level, with the reason): actions other than ``list``, a
+custom ``list`` method, views without ``get_queryset``, raw SQL, combined
+(``union``) or sliced querysets, ``distinct()`` with annotations, a
+``primary_key`` that is not the model's pk, and paginated views: a row
+leaving the filter on an earlier page shifts a later page although the page
+never held it. A serializer reading other rows of its own model (a parent
+of the same table) is beyond the rule too: turn ``PRECISE_INVALIDATION`` off
+for such projects, or declare the view with ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import IntegerField, QuerySet, Value
+from django.urls import resolve
+from rest_framework.mixins import ListModelMixin
+
+from .conf import reactive_settings
+from .evaluation import GetRequest, view_path
+from .spec import ObserverSpec
+from .store import keys, observers
+from .store.connection import client
+from .store.locks import ANY
+from .store.stats import STATS_TTL
+
+__all__ = [
+    "FIELD",
+    "PROBE_CHUNK",
+    "Invalidation",
+    "affects",
+    "build_view",
+    "classify",
+    "probe",
+    "record",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Querysets per compound SELECT: SQLite's default SQLITE_MAX_COMPOUND_SELECT is 500.
+PROBE_CHUNK = 400
+
+#: The observer hash's field holding its ``Invalidation`` (JSON).
+FIELD = "invalidation"
+
+_TAG = "_reactive_probe"
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    """How one observer is invalidated: precise on ``table``, or table-level for ``reason``."""
+
+    table: str = ""
+    reason: str = ""
+
+    @property
+    def precise(self) -> bool:
+        """Whether a write to rows of ``table`` is decided by the probe."""
+        return bool(self.table) and not self.reason
+
+
+def build_view(spec: ObserverSpec, user: AbstractBaseUser | AnonymousUser) -> Any:
+    """The spec's view, set up as for its request (action, kwargs, user), not run."""
+    match = resolve(spec.path)
+    func: Any = match.func
+    if view_path(getattr(func, "cls", None) or func) != spec.view:
+        raise LookupError(f"{spec.path} no longer resolves to {spec.view}.")
+    view = func.cls(**getattr(func, "initkwargs", {}))
+    view.args, view.kwargs = match.args, match.kwargs
+    if getattr(func, "actions", None):
+        view.action_map = func.actions
+    http = GetRequest(spec.path, spec.query_string, spec.host, spec.secure).run_as(user)
+    view.request = view.initialize_request(http)
+    view.format_kwarg = None
+    view.headers = {}
+    return view
+
+
+def _filtered(view: Any) -> QuerySet[Any]:
+    queryset = view.filter_queryset(view.get_queryset())
+    if not isinstance(queryset, QuerySet):
+        raise TypeError(f"the queryset is a {type(queryset).__name__}")
+    return queryset
+
+
+def classify(spec: ObserverSpec, view: Any) -> Invalidation:
+    """Whether the observer's query can be probed, on which table, or why not.
+
+    Called once per observer: by the subscription that creates it (``record``),
+    else by the first change that needs it. Never raises.
+    """
+    try:
+        return _classify(spec, view)
+    except Exception as exc:
+        return Invalidation(reason=f"the probe raised {type(exc).__name__}")
+
+
+def record(oid: str, spec: ObserverSpec, view: Any) -> Invalidation:
+    """Classify a new observer from the view that just answered its subscription."""
+    found = classify(spec, view)
+    observers.note(oid, FIELD, json.dumps(asdict(found)))
+    return found
+
+
+def _classify(spec: ObserverSpec, view: Any) -> Invalidation:
+    if spec.action != "list":
+        return Invalidation(reason=f"the {spec.action!r} action is not a list")
+    list_method = getattr(getattr(type(view), "list", None), "__wrapped__", None)
+    if list_method is not ListModelMixin.list:
+        return Invalidation(reason="the view has its own list method")
+    if not callable(getattr(view, "get_queryset", None)):
+        return Invalidation(reason="the view has no queryset")
+    if getattr(view, "paginator", None) is not None:
+        return Invalidation(reason="paginated: a row leaving the filter shifts later pages")
+    try:
+        queryset = _filtered(view)
+        table = str(queryset.model._meta.db_table)
+        reason = _unprobeable(spec, queryset)
+        if not reason:
+            # Compiles the probe once, so a query that cannot be combined shows now.
+            _probe_queryset(queryset, 0, ["0"]).query.get_compiler(queryset.db).as_sql()
+    except Exception as exc:
+        return Invalidation(reason=f"the probe raised {type(exc).__name__}")
+    if reason:
+        return Invalidation(reason=reason)
+    return Invalidation(table=table)
+
+
+def _unprobeable(spec: ObserverSpec, queryset: QuerySet[Any]) -> str:
+    query = queryset.query
+    if query.combinator:
+        return f"a combined ({query.combinator}) queryset"
+    if query.is_sliced:
+        return "the queryset is sliced"
+    if query.distinct and (query.annotations or query.distinct_fields):
+        return "distinct() on annotations"
+    pk = queryset.model._meta.pk
+    if spec.primary_key not in ("pk", pk.name, pk.attname):
+        return f"primary_key {spec.primary_key!r} is not the model's primary key"
+    return ""
+
+
+def _probe_queryset(queryset: QuerySet[Any], index: int, pks: Collection[Any]) -> QuerySet[Any]:
+    tagged: QuerySet[Any] = (
+        queryset.filter(pk__in=list(pks))
+        .order_by()
+        .annotate(**{_TAG: Value(index, output_field=IntegerField())})
+        .values_list(_TAG, flat=True)
+    )
+    return tagged
+
+
+def probe(querysets: Sequence[tuple[QuerySet[Any], Collection[Any]]]) -> set[int]:
+    """Indexes of the querysets that contain any of their primary keys.
+
+    One UNION ALL query per ``PROBE_CHUNK`` querysets (one in all for fewer);
+    each must be unsliced and on the default connection of its model.
+    """
+    matched: set[int] = set()
+    tagged = [_probe_queryset(qs, i, pks) for i, (qs, pks) in enumerate(querysets) if pks]
+    for start in range(0, len(tagged), PROBE_CHUNK):
+        first, *rest = tagged[start : start + PROBE_CHUNK]
+        combined = first.union(*rest, all=True) if rest else first
+        matched.update(int(index) for index in combined)
+    return matched
+
+
+def _load(oid: str) -> tuple[str | None, str | None, str | None]:
+    raw = client().hmget(keys.observer(oid), ["spec", "items", FIELD])
+    return cast(tuple[str | None, str | None, str | None], tuple(raw))
+
+
+def _user(spec: ObserverSpec) -> AbstractBaseUser | AnonymousUser:
+    if spec.user is None or not spec.user:
+        return AnonymousUser()
+    model = get_user_model()
+    user: AbstractBaseUser = model._default_manager.get(pk=model._meta.pk.to_python(spec.user))
+    return user
+
+
+def _rows(touched: Iterable[str], table: str) -> set[str] | None:
+    """The primary keys of ``table`` touched, or None when anything else was."""
+    rows: set[str] = set()
+    for entry in touched:
+        written, sep, pk = entry.rpartition(":")
+        if not sep or written != table or pk == ANY:
+            return None
+        rows.add(pk)
+    return rows
+
+
+def affects(oid: str, touched: Collection[str]) -> bool:
+    """Whether the changes in ``touched`` may change the observer's result.
+
+    Called by ``observer.refresh`` under the lock, before evaluating. Empty
+    ``touched`` (no change recorded: a poll, a retry, a subscription's catch-up)
+    and anything not decidable mean True; a failing probe means True.
+    """
+    if not touched or ANY in touched or not reactive_settings.PRECISE_INVALIDATION:
+        return True
+    try:
+        return _affects(oid, touched)
+    except Exception as exc:
+        # A full evaluation is always correct; it reports the view's own errors.
+        logger.info(
+            "Observer %s: precise invalidation fell back to an evaluation (%s: %s)",
+            oid,
+            type(exc).__name__,
+            exc,
+            extra={"observer": oid},
+        )
+        return True
+
+
+def _affects(oid: str, touched: Collection[str]) -> bool:
+    spec_json, items_json, known = _load(oid)
+    if spec_json is None:
+        return True  # gone: evaluate() finds out and does nothing
+    spec = ObserverSpec.from_json(spec_json)
+    invalidation = Invalidation(**json.loads(known)) if known else None
+    view = None
+    if invalidation is None:
+        view = build_view(spec, _user(spec))
+        invalidation = classify(spec, view)
+        observers.note(oid, FIELD, json.dumps(asdict(invalidation)))
+    rows = _rows(touched, invalidation.table) if invalidation.precise else None
+    if rows is None:
+        return True
+    held = {str(item.get(spec.primary_key)) for item in json.loads(items_json or "[]")}
+    if rows & held:
+        return True
+    queryset = _filtered(view if view is not None else build_view(spec, _user(spec)))
+    pk = queryset.model._meta.pk
+    if probe([(queryset, [pk.to_python(row) for row in rows])]):
+        return True
+    pipe = client().pipeline(transaction=False)
+    pipe.incr(keys.stats_skipped())
+    pipe.expire(keys.stats_skipped(), STATS_TTL)
+    pipe.execute()
+    return False
