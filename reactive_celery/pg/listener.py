@@ -55,8 +55,7 @@ Feed = Callable[[str, "list[Any] | None"], None]
 
 def feed(table: str, pks: list[Any] | None) -> None:
     """Tell observers of ``table`` that it changed; the one place the listener calls notify."""
-    # notify() takes no keys yet; swap to notify(table, pks=pks) when it does.
-    notify(table)
+    notify(table, pks=pks)
 
 
 def connect(using: str = "default") -> psycopg.Connection[Any]:
