@@ -50,7 +50,8 @@ def send(
 ) -> None:
     """Run every channel-layer operation of one step in one event-loop call.
 
-    Order: discards, messages to single channels, group messages, adds.
+    Order: discards, group messages, messages to single channels, adds: a socket
+    joining after a catch-up diff is told so (fanout) after that diff.
     """
     channel_layer = layer()
     adds, sends, discards = list(group_adds), list(group_sends), list(group_discards)
@@ -59,10 +60,10 @@ def send(
     async def run() -> None:
         for group, channel in discards:
             await channel_layer.group_discard(group, channel)
-        for channel, message in direct:
-            await channel_layer.send(channel, message)
         for group, message in sends:
             await channel_layer.group_send(group, message)
+        for channel, message in direct:
+            await channel_layer.send(channel, message)
         for group, channel in adds:
             await channel_layer.group_add(group, channel)
 

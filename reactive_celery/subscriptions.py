@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import broadcast, observer, tickets
+from . import broadcast, fanout, observer, tickets
 from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
@@ -351,4 +351,5 @@ def subscribe_url(
 def unsubscribe(oid: str, subscriber: subscribers.Subscriber) -> None:
     """End one subscription and take the subscriber's socket out of the group."""
     subscribers.unsubscribe(oid, subscriber.id)
-    broadcast.send(group_discards=[(broadcast.group_name(oid), subscriber.channel)])
+    sends, discards = fanout.unfollow(oid, subscriber.channel)
+    broadcast.send(channel_sends=sends, group_discards=discards)

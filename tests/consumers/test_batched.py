@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import override_settings
 
-from reactive_celery import broadcast, conf, observer, protocol
+from reactive_celery import broadcast, conf, fanout, observer, protocol
 from reactive_celery.exceptions import ConfigurationError
 from reactive_celery.store import observers, subscribers
 from tests.testapp.models import Item
@@ -65,7 +65,9 @@ def test_subscribe_answers_the_items_and_version(run, sockets, items, store_redi
             assert observers.load(oid).version == answer["version"]
             sid = only_subscriber(store_redis)
             assert subscribers.follows(sid, oid)
-            assert group_members(layer_redis, oid) == [store_redis.hget(f"rc:sub:{sid}", "channel")]
+            channel = store_redis.hget(f"rc:sub:{sid}", "channel")
+            # The group holds the socket's process (its hub), which forwards to the socket.
+            assert group_members(layer_redis, oid) == [fanout.hub_channel(channel)]
 
     run(body)
 
