@@ -10,6 +10,8 @@ from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
+from reactive_celery import fanout
+
 
 @pytest.fixture
 def store_redis():
@@ -75,6 +77,15 @@ class Listener:
 
         async def receive() -> dict:
             return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+
+        return async_to_sync(receive)()
+
+    def receive_at_hub(self, timeout: float = 10) -> dict:
+        """The next message to the process hub of this channel, where subscribes steer it."""
+
+        async def receive() -> dict:
+            hub = fanout.hub_channel(self.channel)
+            return await asyncio.wait_for(self.layer.receive(hub), timeout)
 
         return async_to_sync(receive)()
 

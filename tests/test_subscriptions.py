@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIRequestFactory, force_authenticate
 
-from reactive_celery import observer, subscriptions
+from reactive_celery import fanout, observer, subscriptions
 from reactive_celery.exceptions import Refused
 from reactive_celery.store import observers, subscribers
 from tests.conftest import MARKER
@@ -46,7 +46,13 @@ def test_an_observing_get_registers_the_subscription(store_redis, listener):
     # The socket joined the group: the next push reaches it.
     Item.objects.create(name="b")
     observer.evaluate(oid)
-    assert listener.receive()["version"] == data["version"] + 1
+    # Joined through its process's hub: told to follow, then the push.
+    assert listener.receive_at_hub() == {
+        "type": fanout.FOLLOW,
+        "observer": oid,
+        "channel": listener.channel,
+    }
+    assert listener.receive_at_hub()["version"] == data["version"] + 1
 
 
 def test_a_get_without_observe_answers_as_before(store_redis):
@@ -243,7 +249,8 @@ def test_the_subscribed_socket_hears_when_its_observer_stops(store_redis, listen
     subscribers.register(SID, listener.channel, "")
     oid = subscribe("/api/items/")["observer"]
     observer.stop(oid, "gone", "bye")
-    message = listener.receive()
+    assert listener.receive_at_hub()["type"] == fanout.FOLLOW
+    message = listener.receive_at_hub()
     assert (message["observer"], message["code"]) == (oid, "gone")
 
 
