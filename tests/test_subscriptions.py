@@ -10,8 +10,8 @@ from rest_framework.test import APIRequestFactory, force_authenticate
 
 from reactive_celery import fanout, observer, subscriptions
 from reactive_celery.exceptions import Refused
-from reactive_celery.store import observers, subscribers
-from tests.conftest import MARKER
+from reactive_celery.store import locks, observers, subscribers
+from tests.conftest import MARKER, Listener
 from tests.testapp import ops_views, security_views, views
 from tests.testapp.models import Item
 
@@ -202,6 +202,7 @@ def test_a_resume_from_an_unknown_version_is_a_reset(store_redis, listener):
     subscribers.register(SID, listener.channel, "")
     first = subscribe("/api/items/")
     Item.objects.create(name="a")
+    locks.queue([first["observer"]])  # as its commit does; on_commit never fires here
     resumed = subscribe("/api/items/", since=first["version"] - 5)
     assert resumed["reset"] is True
     assert [row["name"] for row in resumed["items"]] == ["a"]
@@ -274,3 +275,40 @@ def test_a_shared_view_that_depends_on_the_user_is_refused_every_time(store_redi
     assert refused.value.code == "depends_on_user"
     assert "per_user=False" in refused.value.message
     assert store_redis.keys("rc:obs:*") == []
+
+
+def test_a_subscribe_to_a_current_observer_runs_no_query_and_takes_no_lock(
+    store_redis, listener, django_assert_num_queries
+):
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    other = Listener()
+    try:
+        subscribers.register("subscriber-2", other.channel, "")
+        # The stored result is current: no evaluation (no query), nothing waits on the lock.
+        with django_assert_num_queries(0):
+            second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+        assert (second["observer"], second["version"]) == (first["observer"], first["version"])
+        assert second["items"] == first["items"]
+        assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
+        assert not store_redis.exists(f"rc:lock:{first['observer']}")
+        # Joined before the read: the next change reaches it, after its follow.
+        Item.objects.create(name="b")
+        observer.evaluate(first["observer"])
+        assert other.receive_at_hub()["type"] == fanout.FOLLOW
+        assert other.receive_at_hub()["version"] == first["version"] + 1
+    finally:
+        other.close()
+
+
+def test_a_subscribe_while_an_evaluation_is_owed_evaluates_under_the_lock(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    Item.objects.create(name="new")
+    # As its commit does (on_commit never fires in this test's transaction).
+    assert locks.queue([first["observer"]]) == [first["observer"]]
+    subscribers.register("subscriber-2", listener.channel, "")
+    second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+    # Evaluated for this subscriber: the answer holds the write the queue still owes.
+    assert [item["name"] for item in second["items"]] == ["new"]

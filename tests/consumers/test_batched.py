@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from reactive_celery import broadcast, conf, fanout, observer, protocol
 from reactive_celery.exceptions import ConfigurationError
-from reactive_celery.store import observers, subscribers
+from reactive_celery.store import locks, observers, subscribers
 from tests.testapp.models import Item
 
 from . import TIMEOUT
@@ -268,8 +268,10 @@ def test_resume_gets_the_missed_diffs_while_the_buffer_reaches(run, sockets, ite
         async with sockets.open(PATH) as holder, sockets.open(PATH) as resumer:
             first = await ask(holder, {"type": "subscribe", "id": 1, "url": "/api/items/"})
             oid, version = first["observer"], first["version"]
-            # bulk_create sends no signals: no evaluation is queued, the resume finds the change.
+            # bulk_create sends no signals; marked owed as a commit would, with no worker
+            # here to run it: the resume evaluates (a current observer would be read as is).
             (late,) = await sync_to_async(Item.objects.bulk_create)([Item(name="late")])
+            await sync_to_async(locks.queue)([oid])
             late_item = {
                 "id": late.pk,
                 "name": "late",

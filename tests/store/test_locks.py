@@ -111,3 +111,14 @@ def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
     assert locks.settled("o1") is None
     assert locks.sync("o1") == 5
     assert locks.sync("missing") == -2
+
+
+def test_idle_until_an_evaluation_is_queued_running_or_owed(store_redis):
+    assert locks.idle("o1")
+    locks.queue(["o1"])
+    assert not locks.idle("o1")  # queued
+    assert locks.begin("o1", "t1").acquired
+    assert not locks.idle("o1")  # running
+    assert not locks.begin("o1", "t2").acquired
+    locks.finish("o1", "t1")
+    assert not locks.idle("o1")  # a change arrived meanwhile: owed a rerun
