@@ -180,6 +180,9 @@ class BatchedConsumer(SubscriberSocket):
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
             )
+        if self.outbox is not None:
+            # Held until this answer is sent: diffs it already reflects are dropped.
+            self.outbox.floor[data["observer"]] = data["version"]
         if oid is not None and data["observer"] != oid:
             # The URL now names another observer (another user, another query): start over.
             data.pop("diffs", None)

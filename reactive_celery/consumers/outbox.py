@@ -27,6 +27,9 @@ class Outbox:
         self.entries: deque[tuple[str, int | None, list[str]]] = deque()
         self.frames = 0
         self.coalesced = 0
+        #: Per observer, the version the client's answer already holds: older diffs are
+        #: not sent (a subscribe joins before it reads, so some may arrive).
+        self.floor: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._open = asyncio.Event()
         self._open.set()
@@ -72,7 +75,9 @@ class Outbox:
                 await self._open.wait()
                 if not self.entries:
                     break
-                _, _, texts = self.entries.popleft()
+                oid, version, texts = self.entries.popleft()
                 self.frames -= len(texts)
+                if version is not None and version <= self.floor.get(oid, -1):
+                    continue
                 for text in texts:
                     await send(text)

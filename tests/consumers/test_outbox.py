@@ -80,3 +80,25 @@ def test_a_slow_socket_does_not_block_the_caller():
         return box.frames
 
     assert asyncio.run(body()) <= 3
+
+
+def test_diffs_the_answer_already_holds_are_not_sent():
+    async def body():
+        box, sent = Outbox(), []
+
+        async def send(text):
+            sent.append(text)
+
+        box.hold()
+        writer = asyncio.ensure_future(box.drain(send))
+        box.put("a", 7, ["a7"])
+        box.put("a", 8, ["a8"])
+        box.put("b", 3, ["b3"])
+        box.floor["a"] = 7  # the subscribe answered version 7
+        box.release()
+        while box.entries:
+            await asyncio.sleep(0)
+        writer.cancel()
+        return sent
+
+    assert asyncio.run(body()) == ["a8", "b3"]
