@@ -1,7 +1,8 @@
 """Fan-out benchmark: one observer, many sockets on one ASGI server, steady writes.
 
     python -m tests.benchmarks.fanout --sockets 200 --rate 10 --seconds 10
-    python -m tests.benchmarks.fanout --sockets 5000 --rate 1 --client-processes 4
+    REACTIVE_TEST_MAX_SOCKETS_PER_ADDRESS=10000 \
+        python -m tests.benchmarks.fanout --sockets 5000 --rate 1 --client-processes 4
 
 Prints frames expected and delivered, version gaps seen by clients, the
 commit-to-socket latency percentiles, the subscribe round trip (socket
