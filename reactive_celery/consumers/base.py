@@ -145,7 +145,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             # Before the store names this socket: a subscribe may steer the hub at once.
             self._hub.attach(self)
         self.outbox = Outbox()
-        self._writer = asyncio.ensure_future(self.outbox.drain(self._send_text))
+        self._writer = asyncio.ensure_future(self._write(self.outbox))
         identity = identify(self.scope)
         if identity is None:
             return CLOSE_SESSION_ENDED  # a ticket that is forged or expired
@@ -275,6 +275,13 @@ class SubscriberSocket(AsyncWebsocketConsumer):
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def _write(self, outbox: Outbox) -> None:
+        try:
+            await outbox.drain(self._send_text)
+        except Exception as exc:
+            # The connection went away mid-send; disconnect cleans up. No traceback per socket.
+            logger.info("Socket %s stopped sending: %s", self.subscriber_id, exc)
 
     async def send_json(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame."""
