@@ -83,7 +83,8 @@ def send(
 ) -> None:
     """Run every channel-layer operation of one step in one event-loop call.
 
-    Order: discards, messages to single channels, group messages, adds.
+    Order: discards, group messages, messages to single channels, adds: a socket
+    joining after a catch-up diff is told so (fanout) after that diff.
     Blocks until they are done; not to be called from a running event loop.
     """
     channel_layer = layer()
@@ -93,10 +94,10 @@ def send(
     async def run() -> None:
         for group, channel in discards:
             await channel_layer.group_discard(group, channel)
-        for channel, message in direct:
-            await channel_layer.send(channel, message)
         for group, message in sends:
             await channel_layer.group_send(group, message)
+        for channel, message in direct:
+            await channel_layer.send(channel, message)
         for group, channel in adds:
             await channel_layer.group_add(group, channel)
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import broadcast, invalidation, metrics, protocol
+from . import broadcast, fanout, invalidation, metrics, protocol
 from .conf import reactive_settings
 from .diff import diff, index_by_key
 from .evaluation import Result, evaluate_spec, permitted
@@ -155,11 +155,9 @@ def _revoke_unpermitted(oid: str, spec: ObserverSpec) -> None:
     message = protocol.stop_message(oid, "forbidden", "Permission to this view was withdrawn.")
     for follower in revoked:
         subscribers.unsubscribe(oid, follower.id)
-    group = broadcast.group_name(oid)
-    # Out of the group before this evaluation's diff is pushed to it.
+    # On the hub's channel, ahead of this evaluation's diff: none reaches a revoked socket.
     broadcast.send(
-        group_discards=[(group, follower.channel) for follower in revoked],
-        channel_sends=[(follower.channel, message) for follower in revoked],
+        channel_sends=[fanout.revoke(oid, follower.channel, message) for follower in revoked]
     )
     logger.info(
         "Observer %s (%s): %d subscriber(s) lost permission",
@@ -226,10 +224,8 @@ def publish(
         return None  # its last subscriber left meanwhile: do not bring it back
     group = broadcast.group_name(oid)
     sends = [(group, protocol.diff_message(oid, version, spec.primary_key, changes))]
-    broadcast.send(
-        group_sends=sends if changes else [],
-        group_adds=[(group, joining)] if joining else [],
-    )
+    follows, adds = fanout.join(group, oid, joining) if joining else ([], [])
+    broadcast.send(group_sends=sends if changes else [], channel_sends=follows, group_adds=adds)
     return version
 
 

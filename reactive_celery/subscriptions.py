@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import broadcast, invalidation, observer, tickets
+from . import broadcast, fanout, invalidation, observer, tickets
 from .conf import reactive_settings
 from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
@@ -136,6 +136,11 @@ def _observe(
     oid = spec.id
     _check_caps(request, sid, oid, user)
     _strip_observe(request)
+    if options.per_user:
+        # A shared observer checks each subscriber's result against its own: locked path.
+        current = _subscribe_current(request, spec, subscriber, options)
+        if current is not None:
+            return current
     try:
         with locks.observer_lock(oid) as held:
             # Until its dependencies are stored, any committed write must reach this
@@ -214,18 +219,62 @@ def _subscribe_locked(
     if subscribers.get(subscriber.id) is None:
         subscribers.unsubscribe(oid, subscriber.id)
         raise NotFound("The subscriber's socket closed during the subscription.")
+    return _answer(request, spec, version, result.meta, result.items, replayable=bool(stored))
+
+
+def _subscribe_current(
+    request: Request,
+    spec: ObserverSpec,
+    subscriber: subscribers.Subscriber,
+    options: ReactiveOptions,
+) -> Response | None:
+    """Subscribe to an observer whose stored result is current: no evaluation, no lock.
+
+    The view's permission and throttle checks already ran (DRF's ``initial``), as
+    the subscriber; the stored result is this user's (per-user observer). The
+    socket joins before the result is read, so a diff published in between
+    reaches it as a version it already holds (clients skip those) rather than
+    being missed. None: take the locked path (evaluation owed, or no observer).
+    """
+    oid = spec.id
+    if not locks.idle(oid) or observers.load(oid) is None:
+        return None
+    if not subscribers.subscribe(oid, subscriber.id):
+        raise NotFound("The subscriber's socket closed during the subscription.")
+    follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)
+    broadcast.send(channel_sends=follows, group_adds=adds)
+    stored = observers.load(oid)  # one HGETALL: items and version together
+    if stored is None:
+        return None  # swept meanwhile: the locked path creates it again
+    if options.poll_interval is not None:
+        schedule.schedule(oid, options.poll_interval)
+    if subscribers.get(subscriber.id) is None:
+        subscribers.unsubscribe(oid, subscriber.id)
+        raise NotFound("The subscriber's socket closed during the subscription.")
+    return _answer(request, spec, stored.version, stored.meta, stored.items, replayable=True)
+
+
+def _answer(
+    request: Request,
+    spec: ObserverSpec,
+    version: int,
+    meta: dict[str, Any],
+    items: list[dict[str, Any]],
+    *,
+    replayable: bool,
+) -> Response:
     answer: dict[str, Any] = {
-        "observer": oid,
+        "observer": spec.id,
         "version": version,
         "primary_key": spec.primary_key,
-        **result.meta,
+        **meta,
     }
     since = getattr(request._request, _RESUME_ATTRIBUTE, None)
-    diffs = observers.replay(oid, since, version) if since is not None and stored else None
+    diffs = observers.replay(spec.id, since, version) if since is not None and replayable else None
     if diffs is not None:
         answer["diffs"] = diffs
     else:
-        answer["items"] = result.items
+        answer["items"] = items
         if since is not None:
             answer["reset"] = True
     return Response(answer)
@@ -353,4 +402,5 @@ def subscribe_url(
 def unsubscribe(oid: str, subscriber: subscribers.Subscriber) -> None:
     """End one subscription and take the subscriber's socket out of the group."""
     subscribers.unsubscribe(oid, subscriber.id)
-    broadcast.send(group_discards=[(broadcast.group_name(oid), subscriber.channel)])
+    sends, discards = fanout.unfollow(oid, subscriber.channel)
+    broadcast.send(channel_sends=sends, group_discards=discards)

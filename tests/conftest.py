@@ -12,6 +12,7 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.management import call_command
 
+from reactive_celery import fanout
 from reactive_celery.pg import triggers
 
 
@@ -97,6 +98,15 @@ class Listener:
 
         async def receive() -> dict:
             return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+
+        return async_to_sync(receive)()
+
+    def receive_at_hub(self, timeout: float = 10) -> dict:
+        """The next message to the process hub of this channel, where subscribes steer it."""
+
+        async def receive() -> dict:
+            hub = fanout.hub_channel(self.channel)
+            return await asyncio.wait_for(self.layer.receive(hub), timeout)
 
         return async_to_sync(receive)()
 

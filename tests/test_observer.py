@@ -16,7 +16,7 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 
-from reactive_celery import broadcast, observer, protocol, reactive
+from reactive_celery import broadcast, fanout, observer, protocol, reactive
 from reactive_celery.evaluation import Result
 from reactive_celery.spec import ObserverSpec
 from reactive_celery.store import locks, observers, stats, subscribers
@@ -124,10 +124,12 @@ def test_a_joining_channel_starts_after_the_catch_up_push(store_redis, listener)
             spec.id, spec, Result([{"id": 2}]), stored=stored, joining=joining.channel
         )
         assert listener.receive()["version"] == version  # the existing subscriber catches up
-        assert joining.next_after_marker() == MARKER  # the new one starts at ``version``
+        # The new one starts at ``version``: its process hub hears of it before any push.
+        assert joining.receive_at_hub()["type"] == fanout.FOLLOW
         stored = observers.load(spec.id)
         observer.publish(spec.id, spec, Result([]), stored=stored)
-        assert joining.receive()["version"] == version + 1
+        assert joining.receive_at_hub()["version"] == version + 1
+        assert joining.next_after_marker() == MARKER  # nothing to the socket's own channel
     finally:
         joining.close()
 

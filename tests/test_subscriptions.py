@@ -10,10 +10,10 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIRequestFactory, force_authenticate
 
-from reactive_celery import observer, subscriptions
+from reactive_celery import fanout, observer, subscriptions
 from reactive_celery.exceptions import Refused
-from reactive_celery.store import observers, subscribers
-from tests.conftest import MARKER
+from reactive_celery.store import locks, observers, subscribers
+from tests.conftest import MARKER, Listener
 from tests.testapp import ops_views, security_views, views
 from tests.testapp.models import Item
 
@@ -48,7 +48,13 @@ def test_an_observing_get_registers_the_subscription(store_redis, listener):
     # The socket joined the group: the next push reaches it.
     Item.objects.create(name="b")
     observer.evaluate(oid)
-    assert listener.receive()["version"] == data["version"] + 1
+    # Joined through its process's hub: told to follow, then the push.
+    assert listener.receive_at_hub() == {
+        "type": fanout.FOLLOW,
+        "observer": oid,
+        "channel": listener.channel,
+    }
+    assert listener.receive_at_hub()["version"] == data["version"] + 1
 
 
 def test_a_get_without_observe_answers_as_before(store_redis):
@@ -198,6 +204,7 @@ def test_a_resume_from_an_unknown_version_is_a_reset(store_redis, listener):
     subscribers.register(SID, listener.channel, "")
     first = subscribe("/api/items/")
     Item.objects.create(name="a")
+    locks.queue([first["observer"]])  # as its commit does; on_commit never fires here
     resumed = subscribe("/api/items/", since=first["version"] - 5)
     assert resumed["reset"] is True
     assert [row["name"] for row in resumed["items"]] == ["a"]
@@ -245,7 +252,8 @@ def test_the_subscribed_socket_hears_when_its_observer_stops(store_redis, listen
     subscribers.register(SID, listener.channel, "")
     oid = subscribe("/api/items/")["observer"]
     observer.stop(oid, "gone", "bye")
-    message = listener.receive()
+    assert listener.receive_at_hub()["type"] == fanout.FOLLOW
+    message = listener.receive_at_hub()
     assert (message["observer"], message["code"]) == (oid, "gone")
 
 
@@ -281,3 +289,40 @@ def test_the_subscription_that_creates_an_observer_decides_its_invalidation(stor
     }
     assert found[precise] == {"table": "testapp_item", "reason": ""}
     assert found[paged]["reason"].startswith("paginated")
+
+
+def test_a_subscribe_to_a_current_observer_runs_no_query_and_takes_no_lock(
+    store_redis, listener, django_assert_num_queries
+):
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    other = Listener()
+    try:
+        subscribers.register("subscriber-2", other.channel, "")
+        # The stored result is current: no evaluation (no query), nothing waits on the lock.
+        with django_assert_num_queries(0):
+            second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+        assert (second["observer"], second["version"]) == (first["observer"], first["version"])
+        assert second["items"] == first["items"]
+        assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
+        assert not store_redis.exists(f"rc:lock:{first['observer']}")
+        # Joined before the read: the next change reaches it, after its follow.
+        Item.objects.create(name="b")
+        observer.evaluate(first["observer"])
+        assert other.receive_at_hub()["type"] == fanout.FOLLOW
+        assert other.receive_at_hub()["version"] == first["version"] + 1
+    finally:
+        other.close()
+
+
+def test_a_subscribe_while_an_evaluation_is_owed_evaluates_under_the_lock(store_redis, listener):
+    subscribers.register(SID, listener.channel, "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    Item.objects.create(name="new")
+    # As its commit does (on_commit never fires in this test's transaction).
+    assert locks.queue([first["observer"]]) == [first["observer"]]
+    subscribers.register("subscriber-2", listener.channel, "")
+    second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+    # Evaluated for this subscriber: the answer holds the write the queue still owes.
+    assert [item["name"] for item in second["items"]] == ["new"]

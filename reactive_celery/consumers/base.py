@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
-from .. import broadcast, metrics
+from .. import broadcast, fanout, metrics
 from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber, TooManySockets
 from ..identity import Identity, current_user, identify, user_group
@@ -30,9 +30,12 @@ from ..protocol import (
     CLOSE_STATE_LOST,
     CLOSE_TOO_MANY,
     CLOSE_UNAVAILABLE,
+    GROUP_DIFF,
+    GROUP_ERROR,
     Frame,
 )
 from ..store import subscribers
+from .outbox import Outbox
 
 __all__ = ["SubscriberSocket", "call", "encoded_frames"]
 
@@ -81,6 +84,9 @@ class SubscriberSocket(AsyncWebsocketConsumer):
     subscriber_id: str | None = None
     identity = Identity(user="", session_key=None)
     _heartbeat: asyncio.Task[None] | None = None
+    _writer: asyncio.Task[None] | None = None
+    _hub: fanout.Hub | None = None
+    outbox: Outbox | None = None
     _accepted = False
     _ended = False
 
@@ -94,20 +100,30 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         """The frame of a ``reactive.error`` group message."""
         raise NotImplementedError
 
-    async def reactive_diff(self, event: Frame) -> None:
-        """Called for a ``reactive.diff`` group message: forward its frames."""
-        if self._ended:
+    def frames(self, event: Frame) -> list[str]:
+        """The JSON texts a group message becomes on this protocol (none: not for it)."""
+        if event["type"] == GROUP_DIFF:
+            return encoded_frames(self.protocol_name, event, self.diff_frames)
+        if event["type"] == GROUP_ERROR:
+            return [json.dumps(self.stop_frame(event), separators=(",", ":"))]
+        return []
+
+    def push(self, oid: str, version: int | None, event: Frame) -> None:
+        """Called by the hub: queue a group message's frames behind this socket's others."""
+        if self._ended or self.outbox is None:
             return
-        for text in encoded_frames(self.protocol_name, event, self.diff_frames):
-            await self.send(text_data=text)
-            metrics.frame_sent(self.protocol_name)
+        self.outbox.put(oid, version, self.frames(event))
+
+    async def reactive_diff(self, event: Frame) -> None:
+        """Called for a ``reactive.diff`` sent to this socket's own channel: forward it."""
+        self.push(event["observer"], event["version"], event)
 
     async def reactive_error(self, event: Frame) -> None:
         """Called when an observer stopped: tell the client why; the subscription ends."""
         if self._ended:
             return
-        await self.send_json(self.stop_frame(event))
         await self.leave(event["observer"])
+        self.push(event["observer"], None, event)
 
     async def reactive_session_ended(self, event: Frame) -> None:
         """Called when a session of this socket's user was logged out."""
@@ -124,6 +140,12 @@ class SubscriberSocket(AsyncWebsocketConsumer):
         The socket's identity is its session's, or its ticket's if it named one.
         Returns None, or the close code to refuse the socket with.
         """
+        self._hub = await fanout.hub(self.channel_layer, self.channel_name)
+        if self._hub is not None:
+            # Before the store names this socket: a subscribe may steer the hub at once.
+            self._hub.attach(self)
+        self.outbox = Outbox()
+        self._writer = asyncio.ensure_future(self._write(self.outbox))
         identity = identify(self.scope)
         if identity is None:
             return CLOSE_SESSION_ENDED  # a ticket that is forged or expired
@@ -150,8 +172,7 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             logger.warning("Socket refused, the reactive store is unreachable: %s", exc)
             return CLOSE_UNAVAILABLE
         self.subscriber_id = sid
-        for group in self._groups(observers):
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self._follow(observers)
         self._heartbeat = asyncio.ensure_future(self._beat())
         return None
 
@@ -219,8 +240,11 @@ class SubscriberSocket(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: end every subscription of this subscriber."""
-        if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._writer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        if self._hub is not None:
+            await self._hub.detach(self)
         sid, self.subscriber_id = self.subscriber_id, None
         if sid is None:
             return
@@ -231,12 +255,37 @@ class SubscriberSocket(AsyncWebsocketConsumer):
             logger.warning("Subscriber %s left state behind: %s", sid, exc)
             observers = []
         with contextlib.suppress(Exception):
-            for group in self._groups(observers):
+            for group in self._groups(observers if self._hub is None else []):
                 await self.channel_layer.group_discard(group, self.channel_name)
 
     async def leave(self, oid: str) -> None:
         """Stop receiving an observer's pushes on this socket."""
+        if self._hub is not None:
+            await self._hub.drop(oid, self.channel_name)
+        # A socket may also be a member itself (added by a server from before the hub).
         await self.channel_layer.group_discard(broadcast.group_name(oid), self.channel_name)
+
+    async def _follow(self, observers: list[str]) -> None:
+        # Observers through the process hub; the user's group (closes, identity) per socket.
+        if self._hub is None:
+            for group in self._groups(observers):
+                await self.channel_layer.group_add(group, self.channel_name)
+            return
+        for oid in observers:
+            await self._hub.follow(oid, self)
+        for group in self._groups([]):
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+        metrics.frame_sent(self.protocol_name)
+
+    async def _write(self, outbox: Outbox) -> None:
+        try:
+            await outbox.drain(self._send_text)
+        except Exception as exc:
+            # The connection went away mid-send; disconnect cleans up. No traceback per socket.
+            logger.info("Socket %s stopped sending: %s", self.subscriber_id, exc)
 
     async def send_json(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame."""
@@ -270,6 +319,5 @@ class SubscriberSocket(AsyncWebsocketConsumer):
                 self.subscriber_id = None
                 await self.end(CLOSE_STATE_LOST, CLOSE_REASONS[CLOSE_STATE_LOST])
                 return
-            for group in self._groups(observers):
-                with contextlib.suppress(Exception):
-                    await self.channel_layer.group_add(group, self.channel_name)
+            with contextlib.suppress(Exception):
+                await self._follow(observers)

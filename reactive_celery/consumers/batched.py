@@ -18,7 +18,7 @@ from django.contrib.auth.models import AnonymousUser
 from .. import metrics, protocol
 from ..conf import reactive_settings
 from ..exceptions import Refused
-from ..protocol import MAX_URL, OBSERVER_ID, Frame
+from ..protocol import GROUP_SYNCED, MAX_URL, OBSERVER_ID, Frame
 from ..store import locks, subscribers
 from ..subscriptions import subscribe_url
 from .base import SubscriberSocket, call
@@ -47,6 +47,16 @@ class BatchedConsumer(SubscriberSocket):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame: one request, one answer."""
+        if self.outbox is not None:
+            # Pushes that arrive meanwhile follow the answer, as a consumer's messages did.
+            self.outbox.hold()
+        try:
+            await self._answer(text_data, bytes_data)
+        finally:
+            if self.outbox is not None:
+                self.outbox.release()
+
+    async def _answer(self, text_data: str | None, bytes_data: bytes | None) -> None:
         request_id = None
         try:
             message = self._parse(text_data, bytes_data)
@@ -171,6 +181,9 @@ class BatchedConsumer(SubscriberSocket):
                 "too_many_subscriptions",
                 f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
             )
+        if self.outbox is not None:
+            # Held until this answer is sent: diffs it already reflects are dropped.
+            self.outbox.floor[data["observer"]] = data["version"]
         if oid is not None and data["observer"] != oid:
             # The URL now names another observer (another user, another query): start over.
             data.pop("diffs", None)
@@ -214,11 +227,16 @@ class BatchedConsumer(SubscriberSocket):
             return {"type": "sync_pending", "observer": oid}
         return {"type": "synced", "observer": oid, "version": version}
 
+    def frames(self, event: Frame) -> list[str]:
+        """This protocol's frames of a group message; adds ``synced``."""
+        if event["type"] == GROUP_SYNCED:
+            frame = {"type": "synced", "observer": event["observer"], "version": event["version"]}
+            return [json.dumps(frame, separators=(",", ":"))]
+        return super().frames(event)
+
     async def reactive_synced(self, event: Frame) -> None:
         """Called when an observer a client waits on caught up with its writes."""
-        await self.send_json(
-            {"type": "synced", "observer": event["observer"], "version": event["version"]}
-        )
+        self.push(event["observer"], None, event)
 
     def _own_id(self) -> str:
         if self.subscriber_id is None:  # the heartbeat found the state gone and is closing

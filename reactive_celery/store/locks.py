@@ -36,6 +36,7 @@ __all__ = [
     "begin",
     "clear_starts",
     "finish",
+    "idle",
     "observer_lock",
     "queue",
     "queue_dependents",
@@ -325,6 +326,11 @@ _SETTLED = """
 if redis.call('DEL', KEYS[1]) == 0 then return -1 end
 return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
 """
+
+
+def idle(oid: str) -> bool:
+    """True when no evaluation of ``oid`` is queued, running or owed: its result is current."""
+    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid))
 
 
 def sync(oid: str) -> int | None:

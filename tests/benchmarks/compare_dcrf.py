@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.compare_dcrf --sockets 200 --rate 10 --seconds 10
     python -m tests.benchmarks.compare_dcrf --sockets 50 200 --rate 10 50
+    python -m tests.benchmarks.compare_dcrf --cells 50x10 200x10 200x50 1000x10   # issue 11
 
 N WebSocket clients follow the list of ``Item`` rows while the benchmark
 writes R rows a second for S seconds; each row's name is the ``time.time()``
@@ -219,6 +220,15 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
+def cell(text: str) -> tuple[int, float]:
+    """``200x50``: 200 sockets at 50 writes a second."""
+    sockets, _, rate = text.partition("x")
+    try:
+        return int(sockets), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use SOCKETSxRATE, e.g. 200x50") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, nargs="+", default=[200])
@@ -226,6 +236,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backend", choices=["both", "reactive", "dcrf"], default="both")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="SOCKETSxRATE",
+        type=cell,
+        help="run these (sockets, writes/s) pairs instead of --sockets x --rate",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -239,25 +256,25 @@ def main() -> None:
         return
     backends = ["reactive", "dcrf"] if args.backend == "both" else [args.backend]
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REACTIVE_SQLITE_PATH")}
-    for sockets in args.sockets:
-        for rate in args.rate:
-            for backend in backends:
-                child = [sys.executable, "-m", "tests.benchmarks.compare_dcrf", "--child"]
-                child += ["--backend", backend, "--sockets", str(sockets), "--rate", str(rate)]
-                child += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
-                with subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True) as proc:
-                    try:
-                        stdout, _ = proc.communicate()
-                    except BaseException:
-                        proc.terminate()
-                        proc.wait(30)
-                        raise
-                lines = stdout.strip().splitlines()
-                if proc.returncode or not lines:
-                    failed = {"backend": backend, "sockets": sockets, "rate": rate}
-                    print(json.dumps({**failed, "error": f"exit {proc.returncode}"}), flush=True)
-                    continue
-                print(lines[-1], flush=True)
+    cells = args.cells or [(s, r) for s in args.sockets for r in args.rate]
+    for sockets, rate in cells:
+        for backend in backends:
+            child = [sys.executable, "-m", "tests.benchmarks.compare_dcrf", "--child"]
+            child += ["--backend", backend, "--sockets", str(sockets), "--rate", str(rate)]
+            child += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
+            with subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True) as proc:
+                try:
+                    stdout, _ = proc.communicate()
+                except BaseException:
+                    proc.terminate()
+                    proc.wait(30)
+                    raise
+            lines = stdout.strip().splitlines()
+            if proc.returncode or not lines:
+                failed = {"backend": backend, "sockets": sockets, "rate": rate}
+                print(json.dumps({**failed, "error": f"exit {proc.returncode}"}), flush=True)
+                continue
+            print(lines[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the one measured. The harness imports nothing from ``reactive_celery``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -198,6 +199,28 @@ class PostgresCluster:
             return None
 
 
+#: ASGI servers the benchmark can run: ``BENCH_ASGI_SERVER=daphne`` (needs the package).
+ASGI_SERVERS = ("uvicorn", "daphne", "granian")
+
+
+def asgi_command(py: str, port: int) -> list[str]:
+    """The command line of the ASGI server named by ``BENCH_ASGI_SERVER`` (default uvicorn)."""
+    server = os.environ.get("BENCH_ASGI_SERVER", "uvicorn")
+    app = "benchproject.asgi:application"
+    if server not in ASGI_SERVERS:
+        raise SystemExit(f"BENCH_ASGI_SERVER={server!r}: use one of {', '.join(ASGI_SERVERS)}.")
+    if importlib.util.find_spec(server) is None:
+        raise SystemExit(f"BENCH_ASGI_SERVER={server}: pip install {server} first.")
+    if server == "daphne":
+        return [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
+    if server == "granian":
+        command = [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+        return command + ["--port", str(port), "--workers", "1", "--log-level", "warning", app]
+    command = [py, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--lifespan", "off", "--ws", "websockets"]
+    return command + ["--log-level", "warning", "--no-access-log"]
+
+
 class Deployment:
     """Redis, a fresh database, uvicorn, ``celery worker -P prefork -c 2`` and ``celery beat``."""
 
@@ -268,11 +291,9 @@ class Deployment:
         self.manage("migrate", "--verbosity", "0")
         self.port = free_port()
         py = sys.executable
-        uvicorn = [py, "-m", "uvicorn", "benchproject.asgi:application", "--host", "127.0.0.1"]
-        uvicorn += ["--port", str(self.port), "--lifespan", "off", "--ws", "websockets"]
-        uvicorn += ["--log-level", "warning", "--no-access-log"]
         # Django advises against persistent connections under ASGI; see the settings' docstring.
-        self._spawn("uvicorn", uvicorn, BENCH_CONN_MAX_AGE="0")
+        # The role keeps the name "uvicorn" whichever server BENCH_ASGI_SERVER picks.
+        self._spawn("uvicorn", asgi_command(py, self.port), BENCH_CONN_MAX_AGE="0")
         worker = [py, "-m", "celery", "-A", "benchproject", "worker", "-P", "prefork"]
         worker += ["-c", str(self.concurrency), "-n", f"bench-{self.port}@%h", "--loglevel=INFO"]
         self._spawn("worker", worker)

@@ -1,9 +1,14 @@
 """Fan-out benchmark: one observer, many sockets on one ASGI server, steady writes.
 
     python -m tests.benchmarks.fanout --sockets 200 --rate 10 --seconds 10
+    REACTIVE_TEST_MAX_SOCKETS_PER_ADDRESS=10000 \
+        python -m tests.benchmarks.fanout --sockets 5000 --rate 1 --client-processes 4
 
-Prints frames expected and delivered, version gaps seen by clients, and the
-commit-to-socket latency percentiles. Real processes throughout: a private
+Prints frames expected and delivered, version gaps seen by clients, the
+commit-to-socket latency percentiles, the subscribe round trip (socket
+subscribe to answer) and the ASGI server's memory per idle socket and per
+subscription. ``--client-processes`` spreads the clients over that many
+processes, so the load client is not the bottleneck. Real processes throughout: a private
 Redis, Celery workers and a uvicorn server, all started and stopped here.
 """
 
@@ -34,8 +39,12 @@ async def follow(port: int, url: str, results: dict, ready: asyncio.Event, total
         additional_headers={"Origin": f"http://127.0.0.1:{port}"},
         max_size=None,
     ) as ws:
+        results["connected"] = results.get("connected", 0) + 1
+        await results["go"].wait()
+        sent = time.perf_counter()
         await ws.send(json.dumps({"type": "subscribe", "id": 1, "url": url}))
         answer = json.loads(await ws.recv())
+        results["subscribe_s"].append(time.perf_counter() - sent)
         version = answer["version"]
         results["subscribed"] += 1
         if results["subscribed"] == total:
@@ -68,33 +77,95 @@ def prepare() -> None:
     Item.objects.all().delete()
 
 
+URL = "/api/items/?ordering=-id&limit_probe=bench"
+
+
+async def clients(port: int, sockets: int, connected, go, subscribed, out) -> None:
+    """One client process's share: connect, wait for ``go``, subscribe, follow until idle."""
+    results: dict = {"subscribed": 0, "frames": 0, "gaps": 0, "latencies": [], "subscribe_s": []}
+    results["go"] = asyncio.Event()
+    ready = asyncio.Event()
+    tasks = [
+        asyncio.create_task(follow(port, URL, results, ready, sockets)) for _ in range(sockets)
+    ]
+    while results.get("connected", 0) < sockets:
+        await asyncio.sleep(0.05)
+    connected.release()
+    await asyncio.to_thread(go.wait)
+    results["go"].set()
+    await ready.wait()
+    subscribed.release()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    del results["go"]
+    out.put(results)
+
+
+def client_process(port: int, sockets: int, connected, go, subscribed, out) -> None:
+    asyncio.run(clients(port, sockets, connected, go, subscribed, out))
+
+
+def rss(pid: int) -> int:
+    """Resident memory of one process (the single uvicorn process), bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 async def main(args: argparse.Namespace) -> dict:
+    import multiprocessing
+
     from tests import processes
     from tests.testapp.models import Item
 
     port = processes.free_port()
     started = [processes.celery_worker(f"bench{i}") for i in range(args.workers)]
-    started.append(processes.asgi_server(port))
+    server = processes.asgi_server(port)
+    started.append(server)
+    context = multiprocessing.get_context("spawn")
+    connected, subscribed = context.Semaphore(0), context.Semaphore(0)
+    go, out = context.Event(), context.Queue()
+    shares = [args.sockets // args.client_processes] * args.client_processes
+    shares[0] += args.sockets - sum(shares)
+    children = [
+        context.Process(target=client_process, args=(port, n, connected, go, subscribed, out))
+        for n in shares
+    ]
     try:
-        results = {"subscribed": 0, "frames": 0, "gaps": 0, "latencies": []}
-        ready = asyncio.Event()
-        url = "/api/items/?ordering=-id&limit_probe=bench"
-        tasks = [
-            asyncio.create_task(follow(port, url, results, ready, args.sockets))
-            for _ in range(args.sockets)
-        ]
-        await asyncio.wait_for(ready.wait(), timeout=120)
+        memory_empty = rss(server.popen.pid)
+        for child in children:
+            child.start()
+        for _ in children:
+            await asyncio.to_thread(connected.acquire)
+        memory_idle = rss(server.popen.pid)
+        go.set()
+        for _ in children:
+            await asyncio.to_thread(subscribed.acquire)
+        memory_subscribed = rss(server.popen.pid)
         writes = int(args.rate * args.seconds)
         for _ in range(writes):
             await asyncio.to_thread(Item.objects.create, name=repr(time.time()))
             await asyncio.sleep(1 / args.rate)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        parts = [await asyncio.to_thread(out.get) for _ in children]
+        for child in children:
+            child.join()
     finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
         for process in started:
             process.stop()
-    latencies = results.pop("latencies")
+    results = {k: sum(part[k] for part in parts) for k in ("subscribed", "frames", "gaps")}
+    latencies = [v for part in parts for v in part["latencies"]]
+    subscribe_s = [v for part in parts for v in part["subscribe_s"]]
     return {
         "sockets": args.sockets,
+        "client_processes": args.client_processes,
+        "subscribe_ms_p50": round(percentile(subscribe_s, 0.5) * 1000, 1),
+        "subscribe_ms_p99": round(percentile(subscribe_s, 0.99) * 1000, 1),
+        "asgi_bytes_per_idle_socket": (memory_idle - memory_empty) // max(1, args.sockets),
+        "asgi_bytes_per_subscription": (memory_subscribed - memory_idle) // max(1, args.sockets),
         "writes": writes,
         "diff_frames_delivered": results["frames"],
         "version_gaps_seen": results["gaps"],
@@ -113,5 +184,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=1)
     prepare()
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

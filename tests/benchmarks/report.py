@@ -12,6 +12,10 @@ COMPARED = {
     "a": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
     "b": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
     "c": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
+    **{
+        s: ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"]
+        for s in "ghi"
+    },
     "e": ["last_frame_ms", "evaluations_per_affected_observer", "cpu_s_server"],
     "f": ["ratio_no_observer", "ratio_one_observer"],
 }
@@ -93,7 +97,7 @@ def render_markdown(report: dict) -> str:
             r = report["results"][label].get(scenario) or {}
             if not r:
                 continue
-            if scenario in ("a", "b", "c"):
+            if scenario in ("a", "b", "c", "g", "h", "i"):
                 lat = r.get("latency_ms", {})
                 write_rows.append(
                     [

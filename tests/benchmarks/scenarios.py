@@ -5,6 +5,9 @@
 | a | 10 (one per group) x 10 | 200 PATCHes at 20/s |
 | b | 1 x 200 | 100 PATCHes at 10/s |
 | c | 100 (one per group) x 1 | 500 PATCHes at 50/s |
+| g | 1 x 1,000 | 200 PATCHes at 10/s |
+| h | 1 x 5,000 | 30 PATCHes at 1/s |
+| i | 1,000 (one per group) x 1 | 1,000 PATCHes at 20/s |
 | e | 20 (one per group) x 1 | one transaction of 1,000 saves over 10 of the groups |
 | f | 0 or 1 | N autocommitted ``save()`` calls timed in-process, app installed or not |
 
@@ -59,6 +62,10 @@ WRITE_SCENARIOS = {
     "a": WriteScenario("10 observers x 10 sockets, 200 writes at 20/s", 10, 10, 10, 200, 20),
     "b": WriteScenario("1 observer x 200 sockets, 100 writes at 10/s", 1, 20, 200, 100, 10),
     "c": WriteScenario("100 observers x 1 socket, 500 writes at 50/s", 100, 5, 1, 500, 50),
+    # Fan-out (issue 11): many sockets on one observer, one ASGI process.
+    "g": WriteScenario("1 observer x 1,000 sockets, 200 writes at 10/s", 1, 20, 1000, 200, 10),
+    "h": WriteScenario("1 observer x 5,000 sockets, 30 writes at 1/s", 1, 20, 5000, 30, 1),
+    "i": WriteScenario("1,000 observers x 1 socket, 1,000 writes at 20/s", 1000, 1, 1, 1000, 20),
 }
 TITLES = {
     **{k: v.title for k, v in WRITE_SCENARIOS.items()},

@@ -37,6 +37,8 @@ from .report import median_of, plot_latency, ratios, render_markdown
 from .scenarios import run_scenario
 
 SCENARIOS = ["a", "b", "c", "e", "f"]
+#: The fan-out scenarios: heavier, so only run when named (``--scenario g h i``).
+FANOUT_SCENARIOS = ["g", "h", "i"]
 
 
 def _git(*args: str) -> str:
@@ -81,7 +83,9 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", nargs="+", choices=SCENARIOS, default=SCENARIOS)
+    parser.add_argument(
+        "--scenario", nargs="+", choices=SCENARIOS + FANOUT_SCENARIOS, default=SCENARIOS
+    )
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--compare", metavar="REF", help="also run REF's reactive_celery")

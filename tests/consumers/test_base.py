@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from reactive_celery import broadcast, protocol
+from reactive_celery import broadcast, fanout, protocol
 from reactive_celery.consumers import SubscriberConsumer, base
 from reactive_celery.store import observers, subscribers
 
@@ -60,7 +60,8 @@ def test_claim_registers_the_socket_and_rejoins_the_groups_it_followed(
             record = store_redis.hgetall(f"rc:sub:{sid}")
             assert record["user"] == str(user.pk)
             assert record["channel"] != "specific.gone!old"
-            assert group_members(layer_redis, oid) == {record["channel"]}
+            # One member per process: the hub of the socket's process, not the socket.
+            assert group_members(layer_redis, oid) == {fanout.hub_channel(record["channel"])}
             await layer.group_send(broadcast.group_name(oid), added(oid, 2, 7))
             frame = await socket.receive_json_from(timeout=TIMEOUT)
             assert (frame["msg"], frame["item"]["id"], frame["version"]) == ("added", 7, 2)
@@ -178,9 +179,9 @@ def test_a_handler_that_raises_still_removes_the_subscriber(
     async def body():
         socket = sockets.communicator(f"/ws/{sid}", cookie=user_cookie)
         assert (await socket.connect(timeout=TIMEOUT))[0]
-        await eventually(lambda: group_members(layer_redis, oid), "claimed")
+        channel = await eventually(lambda: store_redis.hget(f"rc:sub:{sid}", "channel"), "claimed")
         # No handler for this type: Channels raises inside the consumer.
-        await layer.group_send(broadcast.group_name(oid), {"type": "reactive.bogus"})
+        await layer.send(channel, {"type": "reactive.bogus"})
         await eventually(lambda: not store_redis.exists(f"rc:sub:{sid}"), "subscriber removed")
         with pytest.raises(ValueError, match="reactive.bogus"):
             await socket.wait(timeout=TIMEOUT)
@@ -208,7 +209,8 @@ def test_one_group_message_is_encoded_once_for_every_socket_of_the_process(
             sockets.open(f"/ws/{sids[0]}", cookie=user_cookie) as one,
             sockets.open(f"/ws/{sids[1]}", cookie=user_cookie) as two,
         ):
-            await eventually(lambda: len(group_members(layer_redis, oid)) == 2, "both claimed")
+            # Both claimed before their handshakes completed; one member for the process.
+            assert len(group_members(layer_redis, oid)) == 1
             await layer.group_send(broadcast.group_name(oid), added(oid, 2, 3))
             texts = [await s.receive_from(timeout=TIMEOUT) for s in (one, two)]
             assert texts[0] == texts[1]

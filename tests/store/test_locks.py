@@ -171,3 +171,14 @@ def test_a_redis_that_lost_its_scripts_still_records_and_queues(store_redis):
     store_redis.script_flush()  # as after a Redis restart
     assert locks.queue_dependents(["items"], {"items": ["2"]})[1] == ["o1"]
     assert locks.begin("o1", "t2").touched == ("items:2",)
+
+
+def test_idle_until_an_evaluation_is_queued_running_or_owed(store_redis):
+    assert locks.idle("o1")
+    locks.queue(["o1"])
+    assert not locks.idle("o1")  # queued
+    assert locks.begin("o1", "t1").acquired
+    assert not locks.idle("o1")  # running
+    assert not locks.begin("o1", "t2").acquired
+    locks.finish("o1", "t1")
+    assert not locks.idle("o1")  # a change arrived meanwhile: owed a rerun

@@ -92,7 +92,14 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_DB_REUSE_MAX = int(os.environ.get("BENCH_DB_REUSE_MAX", "100")) or None
 
-REACTIVE_CELERY = {"REDIS_URL": f"{REDIS_URL}/0"}
+# Every load client is one loopback address and one anonymous user: the caps that
+# guard a real deployment would refuse the fan-out scenarios (1,000-5,000 sockets,
+# 1,000 observers).
+REACTIVE_CELERY = {
+    "REDIS_URL": f"{REDIS_URL}/0",
+    "MAX_SOCKETS_PER_ADDRESS": 10_000,
+    "MAX_OBSERVERS_PER_USER": 5_000,
+}
 
 LOGGING = {
     "version": 1,
