@@ -10,6 +10,8 @@ from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
+from reactive_celery.testing import sentinel
+
 
 @pytest.fixture
 def store_redis():
@@ -110,3 +112,11 @@ def no_retry_left_behind():
     if retry.timer is not None:
         retry.timer.cancel()
     retry.after_fork()  # forget what is pending, as a fresh process would
+
+
+@pytest.fixture
+def sentinel_group():
+    """A master, its replica and three sentinels on loopback (reactive_celery.testing.sentinel)."""
+    group = sentinel.start()
+    yield group
+    group.stop()
