@@ -34,10 +34,10 @@ runs on one node. On one server or behind Sentinel the names stay as above:
 a deployment that moves to a cluster starts from an empty store anyway.
 
 Scripts whose keys still span slots (they fail on a cluster with CROSSSLOT):
-``locks._DEPENDENTS`` (dep:<table>... + watch), ``locks`` claim/finish
-(observer keys + poll), ``subscribers._CONNECT`` / ``_REMOVE`` (sub:<sid> +
-sockets:*), ``subscribers._SUBSCRIBE`` (obs:<oid>:subs + sub:<sid>:obs),
-``schedule._SCHEDULE`` (poll + obs:<oid>) and ``sweep`` (sub:<sid>:obs +
+``locks._DEPENDENTS`` (dep:<table>... + watch), ``observers`` store and drop
+(observer keys + dep:<table>, poll, sub:<sid>:obs), ``subscribers`` connect /
+remove (sub:<sid> + sockets:*) and subscribe (obs:<oid>:subs + sub:<sid>:obs),
+``schedule`` (poll + observer keys) and ``sweep`` (sub:<sid>:obs +
 obs:<oid>:subs, dep:<table> + obs:<oid>); docs/deployment.md keeps the list.
 """
 
