@@ -6,7 +6,8 @@ reactive_celery.E003  no Celery app
 reactive_celery.E004  no Redis URL
 reactive_celery.E005  invalid REACTIVE_CELERY settings (one error per problem)
 reactive_celery.E006  a channels_redis host keeps redis-py's socket timeout
-reactive_celery.E007  the Redis URL has no redis://, rediss:// or unix:// scheme
+reactive_celery.E007  the Redis URL has no redis://, rediss://, unix://, redis+sentinel://
+                      or redis+cluster:// scheme, or a Sentinel/Cluster URL is malformed
 reactive_celery.E008  a Celery app has no broker URL
 reactive_celery.E009  @reactive(dependencies=...) names no installed model
 reactive_celery.E010  CHANGE_SOURCE = "triggers" on a database that is not PostgreSQL
@@ -33,6 +34,7 @@ from .conf import load_settings, reactive_settings
 from .dependencies import tables_for
 from .exceptions import ConfigurationError
 from .options import ATTRIBUTE, ReactiveOptions
+from .store.connection import CLUSTER_SCHEME, SENTINEL_SCHEME, parse_url
 
 __all__ = [
     "check_celery",
@@ -88,6 +90,19 @@ def _redis_url_errors(url: Any) -> list[Error]:
             )
         ]
     if urlsplit(url).scheme in _REDIS_SCHEMES:
+        return []
+    if urlsplit(url).scheme in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        try:
+            parse_url(url)
+        except ConfigurationError as error:
+            return [
+                Error(
+                    _redacted(str(error)).replace("REDIS_URL", name, 1),
+                    hint=f"Set {name} = 'redis+sentinel://host:26379,host2:26379/mymaster/0' "
+                    "or 'redis+cluster://host:7000,host2:7001/' (docs/deployment.md).",
+                    id="reactive_celery.E007",
+                )
+            ]
         return []
     fixed = "redis://" + url.split("://", 1)[-1]
     return [

@@ -14,6 +14,7 @@ from django.core.management import call_command
 
 from reactive_celery import fanout
 from reactive_celery.pg import triggers
+from reactive_celery.testing import sentinel
 
 
 def pytest_collection_modifyitems(config, items):
@@ -168,3 +169,11 @@ def round_trips(store_redis, monkeypatch):
     CountingConnection.sent = 0
     yield lambda: CountingConnection.sent
     pool.disconnect()
+
+
+@pytest.fixture
+def sentinel_group():
+    """A master, its replica and three sentinels on loopback (reactive_celery.testing.sentinel)."""
+    group = sentinel.start()
+    yield group
+    group.stop()

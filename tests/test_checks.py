@@ -386,3 +386,20 @@ def test_triggers_off_postgresql_is_e010_and_on_it_passes():
         assert [e.id for e in errors] == ["reactive_celery.E010"]
         assert "default database is sqlite" in errors[0].msg
     assert checks.check_change_source() == []  # signals: fine on any database
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://s1:26379,s2:26379/mymaster/0", "redis+cluster://a:7000,b:7001/"]
+)
+def test_sentinel_and_cluster_urls_pass(url):
+    with override_settings(REACTIVE_CELERY={"REDIS_URL": url}):
+        assert checks.check_settings() == []
+
+
+def test_a_malformed_sentinel_url_is_e007_saying_what_is_wrong_without_the_password():
+    with override_settings(REACTIVE_CELERY={"REDIS_URL": "redis+sentinel://:secret@s1:26379/"}):
+        (error,) = checks.check_settings()
+    assert error.id == "reactive_celery.E007"
+    assert "REACTIVE_CELERY['REDIS_URL']" in error.msg and "<master name>/<db>" in error.msg
+    assert "secret" not in error.msg + error.hint
+    assert "redis+sentinel://host:26379,host2:26379/mymaster/0" in error.hint

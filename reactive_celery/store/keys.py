@@ -29,6 +29,19 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
 
 Lua scripts get every key they touch from these builders through ``KEYS``,
 never from a prefix inside the script. Values are JSON or plain strings.
+
+When ``REDIS_URL`` names a cluster (``redis+cluster://``) the observer or
+subscriber id in a key becomes a hash tag (``obs:{<oid>}:subs``), so the keys
+of one observer, or of one subscriber, share a slot and a script over them
+runs on one node. On one server or behind Sentinel the names stay as above:
+a deployment that moves to a cluster starts from an empty store anyway.
+
+Scripts whose keys still span slots (they fail on a cluster with CROSSSLOT):
+``locks._DEPENDENTS`` (dep:<table>... + watch), ``observers`` store and drop
+(observer keys + dep:<table>, poll, sub:<sid>:obs), ``subscribers`` connect /
+remove (sub:<sid> + sockets:*) and subscribe (obs:<oid>:subs + sub:<sid>:obs),
+``schedule`` (poll + observer keys) and ``sweep`` (sub:<sid>:obs +
+obs:<oid>:subs, dep:<table> + obs:<oid>); docs/deployment.md keeps the list.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import re
 from ..conf import reactive_settings
 
 __all__ = [
+    "clustered",
     "committed",
     "dependents",
     "dirty",
@@ -83,34 +97,45 @@ def _key(*parts: str) -> str:
     return prefix() + ":".join(parts)
 
 
+def clustered() -> bool:
+    """Whether ``REDIS_URL`` names a Redis Cluster, so per-id keys carry hash tags."""
+    url = reactive_settings.REDIS_URL
+    return isinstance(url, str) and url.startswith("redis+cluster://")
+
+
+def _tag(id_: str) -> str:
+    # Braces make Redis Cluster hash only the id: every key of one id lands in one slot.
+    return f"{{{id_}}}" if clustered() else id_
+
+
 def observer(oid: str) -> str:
     """The observer's hash: spec, result, version, tables, creator."""
-    return _key("obs", oid)
+    return _key("obs", _tag(oid))
 
 
 def observer_subscribers(oid: str) -> str:
     """The set of subscriber ids following the observer."""
-    return _key("obs", oid, "subs")
+    return _key("obs", _tag(oid), "subs")
 
 
 def observer_log(oid: str) -> str:
     """The observer's replay buffer of recent diffs."""
-    return _key("obs", oid, "log")
+    return _key("obs", _tag(oid), "log")
 
 
 def subscriber(sid: str) -> str:
     """The subscriber's hash: its socket's channel and user."""
-    return _key("sub", sid)
+    return _key("sub", _tag(sid))
 
 
 def subscriber_observers(sid: str) -> str:
     """The set of observer ids the subscriber follows."""
-    return _key("sub", sid, "obs")
+    return _key("sub", _tag(sid), "obs")
 
 
 def subscribe_rate(sid: str) -> str:
     """Subscribe requests of a subscriber in the current second."""
-    return _key("rate", sid)
+    return _key("rate", _tag(sid))
 
 
 def sockets_of_user(user: str) -> str:
@@ -130,42 +155,42 @@ def dependents(table: str) -> str:
 
 def queued(oid: str) -> str:
     """Set while an evaluate task for the observer waits in the broker."""
-    return _key("queued", oid)
+    return _key("queued", _tag(oid))
 
 
 def committed(oid: str) -> str:
     """The time of the earliest commit the observer's next evaluation delivers (metrics)."""
-    return _key("committed", oid)
+    return _key("committed", _tag(oid))
 
 
 def lock(oid: str) -> str:
     """The token of the evaluation (or subscription) holding the observer."""
-    return _key("lock", oid)
+    return _key("lock", _tag(oid))
 
 
 def dirty(oid: str) -> str:
     """Set when a change arrived while the observer's lock was held."""
-    return _key("dirty", oid)
+    return _key("dirty", _tag(oid))
 
 
 def retry(oid: str) -> str:
     """Set while a contended task's retry is scheduled."""
-    return _key("retry", oid)
+    return _key("retry", _tag(oid))
 
 
 def waiting(oid: str) -> str:
     """Set while a client waits to hear that the observer caught up with its writes."""
-    return _key("waiting", oid)
+    return _key("waiting", _tag(oid))
 
 
 def starts(oid: str) -> str:
     """Evaluations started and not finished (the crash cap)."""
-    return _key("starts", oid)
+    return _key("starts", _tag(oid))
 
 
 def touched(oid: str) -> str:
     """What changed since the observer's evaluation began: table:pk entries, or table:*."""
-    return _key("touched", oid)
+    return _key("touched", _tag(oid))
 
 
 def watch() -> str:

@@ -133,7 +133,7 @@ def _batches(r: redis.Redis, pattern: str) -> Iterator[list[str]]:
 
 def _id_in(name: str) -> str:
     """The id in ``<prefix>kind:<id>[:suffix]``."""
-    return name[len(keys.prefix()) :].split(":")[1]
+    return name[len(keys.prefix()) :].split(":")[1].strip("{}")  # a cluster's hash tag
 
 
 def _forget_dead_subscribers(r: redis.Redis, report: Counter[str]) -> None:

@@ -23,7 +23,16 @@ import time
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["ensure", "find_binary", "restart", "start", "stop"]
+__all__ = [
+    "ensure",
+    "find_binary",
+    "free_port",
+    "restart",
+    "start",
+    "stop",
+    "stop_process",
+    "wait_until_answers",
+]
 
 _started: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -56,15 +65,19 @@ def find_binary() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a private server; return the process and its URL once it answers."""
-    port = port or _free_port()
+def start(port: int | None = None, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a private server; return the process and its URL once it answers.
+
+    ``extra`` arguments follow the defaults (``--replicaof``, ``--cluster-enabled``, ...).
+    """
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="reactive-redis-")
     process = subprocess.Popen(
         [
@@ -81,6 +94,7 @@ def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
             workdir,
             "--databases",
             "16",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -88,6 +102,12 @@ def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
         # the processes that use it have shut down.
         start_new_session=True,
     )
+    wait_until_answers(process, port)
+    return process, f"redis://127.0.0.1:{port}"
+
+
+def wait_until_answers(process: subprocess.Popen[bytes], port: int) -> None:
+    """Return once the server on ``port`` answers PING; kill it if it never does."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -96,14 +116,15 @@ def start(port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}"
+                    return
         except OSError:
             time.sleep(0.05)
     process.kill()
     raise ConfigurationError("redis-server did not answer within 10 seconds.")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after five seconds."""
     process.terminate()
     try:
         process.wait(5)
@@ -118,7 +139,7 @@ def ensure() -> str:
         return url
     process, url = start()
     _started[url] = process
-    atexit.register(lambda: _stop(_started[url]))
+    atexit.register(lambda: stop_process(_started[url]))
     os.environ["REDIS_URL"] = url
     return url
 
@@ -132,7 +153,7 @@ def _own(url: str) -> subprocess.Popen[bytes]:
 
 def stop(url: str) -> None:
     """Stop a server started by ``ensure()`` (for tests of an unreachable Redis)."""
-    _stop(_own(url))
+    stop_process(_own(url))
 
 
 def restart(url: str) -> None:
@@ -143,5 +164,5 @@ def restart(url: str) -> None:
     """
     process = _own(url)
     if process.poll() is None:
-        _stop(process)
+        stop_process(process)
     _started[url], _ = start(int(url.rsplit(":", 1)[1]))

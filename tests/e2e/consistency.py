@@ -120,13 +120,14 @@ class ConsistentClient(threading.Thread):
                 self._subscribe()
 
 
-def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90) -> None:
+def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90, broker=None) -> None:
     """Wait until no evaluation is queued or running and every client holds the latest version.
 
     Queued includes the broker: a task whose worker was killed waits, unacked,
     for the visibility timeout before it is delivered again.
     """
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    # A broker of the test's own topology (Sentinel) is passed in; else the run's.
+    broker = broker or redis.Redis.from_url(settings.CELERY_BROKER_URL)
     deadline = time.monotonic() + timeout
     stable_since = None
     while time.monotonic() < deadline:

@@ -95,6 +95,13 @@ CHANNEL_LAYERS = {
 }
 
 CELERY_BROKER_URL = f"{_redis}/1"
+
+# The sharded-layer test's processes: the layer over several Redis servers (comma-separated).
+_layer_hosts = os.environ.get("REACTIVE_TEST_LAYER_HOSTS")
+if _layer_hosts:
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": address, "socket_timeout": None} for address in _layer_hosts.split(",")
+    ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -127,6 +134,18 @@ REACTIVE_CELERY = {
     # The on/off comparison runs its workers both ways.
     "PRECISE_INVALIDATION": os.environ.get("REACTIVE_TEST_PRECISE", "1") == "1",
 }
+
+# The Sentinel test's processes: store, broker and layer behind the sentinels
+# (host:port,host:port,...) of a group whose master is named "reactive".
+_sentinels = os.environ.get("REACTIVE_TEST_SENTINELS")
+if _sentinels:
+    _pairs = [(h, int(p)) for h, p in (entry.rsplit(":", 1) for entry in _sentinels.split(","))]
+    REACTIVE_CELERY["REDIS_URL"] = f"redis+sentinel://{_sentinels}/reactive/0"
+    CELERY_BROKER_URL = ";".join(f"sentinel://{h}:{p}/1" for h, p in _pairs)
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = "reactive"
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"sentinels": _pairs, "master_name": "reactive", "db": 2, "socket_timeout": None}
+    ]
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,12 @@
-"""The process-wide Redis client: built lazily, reset on setting_changed; Redis's clock."""
+"""The process-wide Redis client: built lazily, reset on setting_changed; Redis's clock.
+
+Also the URL forms of Sentinel and Cluster, and a Sentinel failover the client follows.
+"""
+
+import re
 
 import pytest
+import redis
 from django.test import override_settings
 
 from reactive_celery.exceptions import ConfigurationError
@@ -57,3 +63,73 @@ def test_now_ms_is_redis_clock_in_milliseconds(store_redis):
     now = connection.now_ms()
     seconds, micros = store_redis.time()
     assert before <= now <= seconds * 1000 + micros // 1000
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://h:6379/3", connection.Topology("single", "redis://h:6379/3")),
+        (
+            "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/3",
+            connection.Topology(
+                "sentinel",
+                "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/3",
+                (("s1", 26379), ("s2", 26380)),
+                master="mymaster",
+                db=3,
+                password="pw",
+            ),
+        ),
+        (
+            "redis+sentinel://s1:26379/mymaster",
+            connection.Topology(
+                "sentinel", "redis+sentinel://s1:26379/mymaster", (("s1", 26379),), "mymaster"
+            ),
+        ),
+        (
+            "redis+cluster://a:7000,b:7001/",
+            connection.Topology(
+                "cluster", "redis+cluster://a:7000,b:7001/", (("a", 7000), ("b", 7001))
+            ),
+        ),
+    ],
+)
+def test_parse_url_names_the_topology(url, expected):
+    assert connection.parse_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://h:6379/0", "has no redis://"),
+        ("redis+sentinel://s1:26379/", "<master name>/<db>"),
+        ("redis+sentinel://s1:26379/m/x", "<master name>/<db>"),
+        ("redis+sentinel://s1/m/0", "'s1' is not host:port"),
+        ("redis+cluster://a:7000/2", "database 0 only"),
+    ],
+)
+def test_a_malformed_url_is_a_configuration_error_saying_what_is_wrong(url, problem):
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        connection.parse_url(url)
+
+
+def test_the_password_stays_out_of_the_error():
+    with pytest.raises(ConfigurationError) as caught:
+        connection.parse_url("redis+sentinel://:secret@s1:26379/")
+    assert "secret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_sentinel_url_follows_the_master_across_a_failover(settings, sentinel_group):
+    with override_settings(
+        REACTIVE_CELERY={**settings.REACTIVE_CELERY, "REDIS_URL": sentinel_group.url(4)}
+    ):
+        connection.client().set("rc:probe", "before")
+        with redis.Redis(port=sentinel_group.master_port, db=4, decode_responses=True) as master:
+            assert master.get("rc:probe") == "before"
+        sentinel_group.kill_master()
+        sentinel_group.wait_for_failover()
+        assert connection.client().get("rc:probe") == "before"  # replicated, then promoted
+        connection.client().set("rc:probe", "after")
+        with redis.Redis(port=sentinel_group.replica_port, db=4, decode_responses=True) as now:
+            assert now.get("rc:probe") == "after"
+        connection.client().close()
