@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from . import broadcast
 from .conf import reactive_settings
+from .exceptions import ConfigurationError
 from .protocol import GROUP_DIFF, GROUP_ERROR, GROUP_SYNCED, Frame
 
 __all__ = [
@@ -64,7 +65,27 @@ class Follower(Protocol):
 def hub_channel(channel: str) -> str | None:
     """The hub channel of the process owning ``channel``; None for a non-local channel."""
     process, bang, _ = channel.partition("!")
-    return f"{process}!{HUB_SUFFIX}" if bang else None
+    if not bang:
+        return None
+    # On a sharded layer channels_redis sends to a process channel on the shard of its
+    # full name but receives on the shard of its process part: pick a local name for
+    # which the two agree, the same in every process (the hash and ring are config).
+    shard = getattr(broadcast.layer(), "consistent_hash", None)
+    name = f"{process}!{HUB_SUFFIX}"
+    if shard is None:
+        return name
+    home = shard(f"{process}!")
+    for attempt in range(_HUB_NAME_ATTEMPTS):
+        if shard(name) == home:
+            return name
+        name = f"{process}!{HUB_SUFFIX}-{attempt + 1}"
+    raise ConfigurationError(
+        "No hub channel name lands on its process's shard of the channel layer."
+    )
+
+
+#: With N shards a name lands home with chance 1/N; 256 tries fail for no real ring.
+_HUB_NAME_ATTEMPTS = 256
 
 
 def join(

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from channels.layers import channel_layers
 
 from reactive_celery import broadcast, fanout, protocol
 
@@ -135,3 +136,29 @@ def test_one_hub_per_event_loop_and_process(channel):
         await first.close()
 
     asyncio.run(body())
+
+
+def test_on_a_sharded_layer_the_hub_channel_lands_on_its_process_shard(settings):
+    # channels_redis sends to a process channel by the hash of its full name and
+    # receives by the hash of its process part: the hub's name must agree on both.
+    alias = settings.REACTIVE_CELERY.get("CHANNEL_LAYER", "default")
+    sharded = {**settings.CHANNEL_LAYERS[alias]}
+    sharded["CONFIG"] = {
+        **sharded.get("CONFIG", {}),
+        "hosts": [f"redis://127.0.0.1:{port}/2" for port in (1, 2, 3)],
+    }
+    settings.CHANNEL_LAYERS = {**settings.CHANNEL_LAYERS, alias: sharded}
+    channel_layers.backends.pop(alias, None)
+    try:
+        layer = broadcast.layer()
+        assert layer.ring_size == 3
+        homes = set()
+        for n in range(40):
+            process = f"specific.process{n}"
+            hub = fanout.hub_channel(f"{process}!socket")
+            assert hub.startswith(f"{process}!reactive-hub")
+            assert layer.consistent_hash(hub) == layer.consistent_hash(f"{process}!")
+            homes.add(layer.consistent_hash(hub))
+        assert homes == {0, 1, 2}  # processes still spread over every shard
+    finally:
+        channel_layers.backends.pop(alias, None)
