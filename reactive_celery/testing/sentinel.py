@@ -61,6 +61,22 @@ class SentinelGroup:
                 return answer[0].decode(), int(answer[1])
         raise ConfigurationError("No sentinel of the group answers.")
 
+    def _all_agree(self) -> bool:
+        for host, port in self.addresses:
+            try:
+                with redis.Redis(host=host, port=port, socket_timeout=1) as one:
+                    state = one.sentinel_master(MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if (
+                int(state["port"]) != self.replica_port
+                or not state["is_master"]
+                or state["is_sdown"]
+                or state["is_odown"]
+            ):
+                return False
+        return True
+
     def kill_master(self) -> None:
         """SIGKILL the first master, as a crashed machine would stop it."""
         os.killpg(self.master.pid, signal.SIGKILL)
@@ -73,7 +89,8 @@ class SentinelGroup:
             if self.master_address() == ("127.0.0.1", self.replica_port):
                 with redis.Redis(port=self.replica_port) as replica:
                     role = replica.execute_command("ROLE")
-                if role[0] == b"master":
+                # A client asks any sentinel: each must name the new master, up.
+                if role[0] == b"master" and self._all_agree():
                     return "127.0.0.1", self.replica_port
             time.sleep(0.1)
         raise ConfigurationError(f"No failover to the replica within {timeout} s.")
