@@ -182,7 +182,9 @@ def probe(querysets: Sequence[tuple[QuerySet[Any], Collection[Any]]]) -> set[int
     tagged = [_probe_queryset(qs, i, pks) for i, (qs, pks) in enumerate(querysets) if pks]
     for start in range(0, len(tagged), PROBE_CHUNK):
         first, *rest = tagged[start : start + PROBE_CHUNK]
-        combined = first.union(*rest, all=True) if rest else first
+        # Django 6 orders a union by the model's Meta.ordering unless told not to,
+        # naming a column the tagged selects do not hold.
+        combined = first.union(*rest, all=True).order_by() if rest else first
         matched.update(int(index) for index in combined)
     return matched
 
