@@ -16,25 +16,12 @@ from reactive_celery.invalidation import Invalidation
 from reactive_celery.signals import notify
 from reactive_celery.spec import ObserverSpec
 from reactive_celery.store import keys, locks, observers
+from tests.specs import spec_for
 from tests.test_observer import Requeues
 from tests.testapp.models import Category, Item
 
 # Real commits: each write's on_commit runs as in production (autocommit or atomic()).
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def spec_for(path, view, query=(), user=None) -> ObserverSpec:
-    return ObserverSpec.build(
-        view=f"tests.testapp.views.{view}",
-        action="list",
-        path=path,
-        query=list(query),
-        kwargs={},
-        user=user,
-        host="testserver",
-        secure=False,
-        primary_key="id",
-    )
 
 
 def start(spec: ObserverSpec) -> str:
@@ -64,7 +51,7 @@ def run_queued(broker) -> None:
 
 def groups(n=10) -> list[str]:
     return [
-        start(spec_for("/api/groups/", "GroupItemViewSet", [("position", str(g))]))
+        start(spec_for("/api/groups/", "GroupItemViewSet", query=[("position", str(g))]))
         for g in range(n)
     ]
 
@@ -193,7 +180,7 @@ def test_views_that_cannot_be_probed_are_classified_with_the_reason(path, view, 
 
 
 def test_a_filtered_list_is_probed_on_its_model_table():
-    spec = spec_for("/api/groups/", "GroupItemViewSet", [("position", "1")])
+    spec = spec_for("/api/groups/", "GroupItemViewSet", query=[("position", "1")])
     found = invalidation.classify(spec, invalidation.build_view(spec, AnonymousUser()))
     assert found == Invalidation(table="testapp_item")
 

@@ -22,21 +22,8 @@ from reactive_celery.spec import ObserverSpec
 from reactive_celery.store import locks, observers, stats, subscribers
 from reactive_celery.store.connection import now_ms
 from tests.conftest import MARKER, Listener
+from tests.specs import spec_for
 from tests.testapp.models import Item
-
-
-def spec_for(path="/api/items/", view="ItemViewSet", user=None, query=()) -> ObserverSpec:
-    return ObserverSpec.build(
-        view=f"tests.testapp.views.{view}",
-        action="list",
-        path=path,
-        query=list(query),
-        kwargs={},
-        user=user,
-        host="testserver",
-        secure=False,
-        primary_key="id",
-    )
 
 
 def create(spec: ObserverSpec, items=(), creator="") -> str:
@@ -212,14 +199,16 @@ def test_a_deleted_user_stops_the_observer_as_gone(store_redis, listener):
 @pytest.mark.django_db
 def test_a_withdrawn_permission_stops_the_observer_as_forbidden(store_redis, listener):
     user = User.objects.create(username="was-staff", is_staff=False)
-    code, message = stopped(create(spec_for("/api/staff/", "StaffItemViewSet", user.pk)), listener)
+    code, message = stopped(
+        create(spec_for("/api/staff/", "StaffItemViewSet", user=user.pk)), listener
+    )
     assert code == "forbidden"
 
 
 @pytest.mark.django_db
 def test_a_deactivated_user_stops_the_observer_as_forbidden(store_redis, listener):
     user = User.objects.create(username="inactive", is_active=False)
-    code, message = stopped(create(spec_for("/api/own/", "OwnItemViewSet", user.pk)), listener)
+    code, message = stopped(create(spec_for("/api/own/", "OwnItemViewSet", user=user.pk)), listener)
     assert code == "forbidden" and "deactivated" in message["message"]
 
 
