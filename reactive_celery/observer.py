@@ -57,7 +57,23 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
         # and this one retry picks the change up.
         if begun.retry_in_ms is not None:
             requeue(oid, countdown=begun.retry_in_ms / 1000 + 0.05, retry=True)
+        logger.debug(
+            "Observer %s is locked; %s",
+            oid,
+            "retry already scheduled"
+            if begun.retry_in_ms is None
+            else f"retry in {begun.retry_in_ms} ms",
+            extra={"observer": oid},
+        )
         return
+    logger.debug(
+        "Observer %s locked (start %d, retry=%s, touched %s)",
+        oid,
+        begun.starts,
+        retry,
+        list(begun.touched)[:5],
+        extra={"observer": oid},
+    )
     if begun.starts > MAX_STARTS:
         stop(oid, "crashed", "Evaluating this observer repeatedly killed its worker.")
         locks.finish(oid, token, keep=False)
@@ -70,6 +86,8 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
             # Unconcerned by every change taken with the lock: released as if evaluated.
             if invalidation.affects(oid, touched):
                 evaluate(oid)
+            else:
+                logger.debug("Observer %s unaffected by %s", oid, list(touched)[:5])
             if time.monotonic() >= deadline:
                 if locks.finish(oid, token, keep=False) == 1:
                     # Queued again at once, so no client hears "caught up" in between.
@@ -98,6 +116,7 @@ def evaluate(oid: str) -> bool:
     """
     stored = observers.load(oid)
     if stored is None:
+        logger.debug("Observer %s is gone: nothing to evaluate", oid, extra={"observer": oid})
         return False
     spec = ObserverSpec.from_json(stored.spec)
     started = time.perf_counter()

@@ -104,8 +104,10 @@ def queue(oids: Iterable[str]) -> list[str]:
 
 
 def _touched_ttl() -> int:
-    # Outlives the queued flag and the lock: it is read by whoever takes either.
-    return keys.ttl_seconds(max(queued_ttl(), lock_ttl_ms() / 1000) + 5)
+    # Outlives the queued flag and the lock: it is read by whoever takes either. Past
+    # them by a sweep interval, so a sweep finds the change of a task that was lost.
+    held = max(queued_ttl(), lock_ttl_ms() / 1000)
+    return keys.ttl_seconds(held + float(reactive_settings.SWEEP_INTERVAL) + 5)
 
 
 def queue_dependents(

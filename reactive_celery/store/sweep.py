@@ -105,18 +105,21 @@ return removed
 """
 
 
-# KEYS: obs:<oid>, lock:<oid>, queued:<oid>, starts:<oid>, dirty:<oid>. ARGV: queued ttl (s).
-# 1: its evaluation died (no lock, no task waiting, yet started or dirty); marked queued.
+# KEYS: obs:<oid>, lock:<oid>, queued:<oid>, starts:<oid>, dirty:<oid>, touched:<oid>.
+# ARGV: queued ttl (s). 1: its evaluation died (no lock, no task waiting, yet started or
+# dirty); 2: a change was recorded but no task took it (its message was lost: a worker
+# killed between taking it from the broker and recording it unacked); either is marked queued.
 _REQUEUE_CRASHED = """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+local crashed = redis.call('EXISTS', KEYS[4]) == 1 or redis.call('EXISTS', KEYS[5]) == 1
+if not crashed and redis.call('EXISTS', KEYS[6]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   -- Left by an observer dropped since: nothing to evaluate.
-  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   return 0
 end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
-return 1
+return crashed and 1 or 2
 """
 
 
@@ -207,17 +210,27 @@ def _prune(r: redis.Redis, pattern: str, kind: str, report_key: str, report: Cou
         report[report_key] += sum(pipe.execute())
 
 
+# What the warning says of each kind ``_REQUEUE_CRASHED`` finds.
+_LOST = {
+    1: "its evaluation never finished (worker lost)",
+    2: "a change reached no task (its message was lost)",
+}
+
+
 def requeue_crashed() -> list[str]:
-    """Observers whose evaluation died with its worker, each marked queued; one task each.
+    """Observers whose evaluation died with its worker, or whose task was lost, each
+    marked queued; one task each.
 
     Called by the ``reactive_celery.sweep`` task after ``sweep()``, which sends
     the evaluations. An observer whose lock is held (an evaluation in progress,
     or one whose lock has not expired yet) or that has a task waiting is left alone.
+    A change whose task was lost shows as a touched set outliving its queued flag:
+    the broker cannot give that message back, only this can.
     """
     r = client()
     script = r.register_script(_REQUEUE_CRASHED)
     candidates: set[str] = set()
-    for kind in ("starts", "dirty"):
+    for kind in ("starts", "dirty", "touched"):
         for names in _batches(r, keys.pattern(kind, "*")):
             candidates.update(_id_in(name) for name in names)
     oids = sorted(candidates)
@@ -228,14 +241,17 @@ def requeue_crashed() -> list[str]:
         pipe = r.pipeline(transaction=False)
         for oid in batch:
             names = [keys.observer(oid), keys.lock(oid), keys.queued(oid)]
-            script(keys=[*names, keys.starts(oid), keys.dirty(oid)], args=[ttl], client=pipe)
-        requeued += [oid for oid, done in zip(batch, pipe.execute(), strict=True) if done == 1]
-    for oid in requeued:
-        logger.warning(
-            "Requeued observer %s: its evaluation never finished (worker lost)",
-            oid,
-            extra={"observer": oid},
-        )
+            names += [keys.starts(oid), keys.dirty(oid), keys.touched(oid)]
+            script(keys=names, args=[ttl], client=pipe)
+        for oid, found in zip(batch, pipe.execute(), strict=True):
+            if found:
+                requeued.append(oid)
+                logger.warning(
+                    "Requeued observer %s: %s",
+                    oid,
+                    _LOST[found],
+                    extra={"observer": oid},
+                )
     return requeued
 
 

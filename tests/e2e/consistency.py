@@ -135,6 +135,7 @@ def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90, br
             any(
                 redis_client.keys(pattern) for pattern in ("rc:queued:*", "rc:lock:*", "rc:dirty:*")
             )
+            or _untaken_changes(redis_client)
             or broker.llen("celery") > 0
             or broker.hlen("unacked") > 0
         )
@@ -176,6 +177,14 @@ def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90, br
     )
 
 
+def _untaken_changes(redis_client) -> bool:
+    """A live observer's touched set: a change no evaluation took yet (its task may be lost)."""
+    for name in redis_client.keys("rc:touched:*"):
+        if redis_client.exists("rc:obs:" + name.split(":", 2)[2]):
+            return True
+    return False
+
+
 def assert_converged(http: httpx.Client, clients: list[ConsistentClient]) -> None:
     """Every client's list equals a fresh GET of its URL."""
     for client in clients:
@@ -186,6 +195,7 @@ def assert_converged(http: httpx.Client, clients: list[ConsistentClient]) -> Non
         # Enough to tell a lost evaluation (stored result stale too) from a lost push.
         assert client.items == expected, {
             "url": client.url,
+            "observer": client.observer,
             "version": client.version,
             "gaps": client.gaps,
             "reconnects": client.reconnects,

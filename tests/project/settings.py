@@ -151,5 +151,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"reactive_celery": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "reactive_celery": {
+            "handlers": ["console"],
+            # A failing fault test's worker logs can then say what each task did.
+            "level": os.environ.get("REACTIVE_TEST_LOG_LEVEL", "INFO"),
+        }
+    },
 }

@@ -150,6 +150,28 @@ def test_a_change_marked_dirty_under_a_dead_lock_is_requeued(store_redis):
     assert held.changed_meanwhile is False  # the lock was no longer its own
 
 
+def test_a_change_whose_task_was_lost_is_requeued_once_its_queued_flag_expired(store_redis, caplog):
+    subscribers.register("alive1234", "chan-a", "")
+    observer("o1", ("t",), "alive1234")
+    assert locks.queue_dependents(["t"], {"t": ["7"]}) == (["o1"], ["o1"])
+    assert requeue_crashed() == []  # queued: its task may still be in the broker
+
+    # The task's message is lost (a worker killed as it took it): the flag expires,
+    # what the change touched outlives it by more than a sweep interval.
+    assert store_redis.ttl("rc:touched:o1") > store_redis.ttl("rc:queued:o1") + 30
+    store_redis.delete("rc:queued:o1")
+    assert requeue_crashed() == ["o1"]
+    assert "Requeued observer o1: a change reached no task" in caplog.text
+    assert store_redis.get("rc:queued:o1") == "1"
+    assert requeue_crashed() == []
+
+    begun = locks.begin("o1", "new-worker")
+    assert begun.acquired and begun.touched == ("t:7",)  # the lost change is evaluated
+    assert locks.finish("o1", "new-worker") == 0
+    locks.clear_starts("o1")
+    assert requeue_crashed() == []
+
+
 def test_finished_evaluations_and_waiting_tasks_are_not_requeued(store_redis):
     subscribers.register("alive1234", "chan-a", "")
     observer("done", ("t",), "alive1234")
@@ -165,8 +187,11 @@ def test_finished_evaluations_and_waiting_tasks_are_not_requeued(store_redis):
 def test_leftovers_of_a_dropped_observer_are_removed_not_requeued(store_redis):
     crashed_evaluation(store_redis, "gone")
     store_redis.set("rc:dirty:gone", "1", px=60000)
+    store_redis.sadd("rc:touched:gone", "t:1")
     assert requeue_crashed() == []
-    assert not store_redis.exists("rc:starts:gone", "rc:dirty:gone", "rc:queued:gone")
+    assert not store_redis.exists(
+        "rc:starts:gone", "rc:dirty:gone", "rc:touched:gone", "rc:queued:gone"
+    )
 
 
 def test_many_crashed_observers_are_requeued_in_batches(store_redis, monkeypatch):
