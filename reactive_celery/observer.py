@@ -58,11 +58,9 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
         if begun.retry_in_ms is not None:
             requeue(oid, countdown=begun.retry_in_ms / 1000 + 0.05, retry=True)
         logger.debug(
-            "Observer %s is locked; %s",
+            "Observer %s is locked; retry in %s ms (None: already scheduled)",
             oid,
-            "retry already scheduled"
-            if begun.retry_in_ms is None
-            else f"retry in {begun.retry_in_ms} ms",
+            begun.retry_in_ms,
             extra={"observer": oid},
         )
         return
@@ -71,7 +69,7 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
         oid,
         begun.starts,
         retry,
-        list(begun.touched)[:5],
+        begun.touched[:5],
         extra={"observer": oid},
     )
     if begun.starts > MAX_STARTS:
@@ -87,7 +85,7 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
             if invalidation.affects(oid, touched):
                 evaluate(oid)
             else:
-                logger.debug("Observer %s unaffected by %s", oid, list(touched)[:5])
+                logger.debug("Observer %s unaffected by %s", oid, touched[:5])
             if time.monotonic() >= deadline:
                 if locks.finish(oid, token, keep=False) == 1:
                     # Queued again at once, so no client hears "caught up" in between.
