@@ -3,7 +3,8 @@
 One cluster per session (``reactive_celery.testing.cluster``); a test runs on it
 with ``REDIS_URL`` pointed there, so every key gets its hash tags and every
 script meets Redis Cluster's one-slot rule. Tests of the single-server client
-itself (``@pytest.mark.single_server``) and round-trip counts run once.
+itself (``@pytest.mark.single_server``) and round-trip counts run on one server
+only, tests of the cluster's own steps (``@pytest.mark.cluster``) on the cluster only.
 """
 
 import pytest
@@ -18,9 +19,14 @@ def pytest_generate_tests(metafunc):
     """Called per test function: the store's tests get a ``topology`` to run on."""
     if "store_redis" not in metafunc.fixturenames:
         return
-    single = metafunc.definition.get_closest_marker("single_server")
-    topologies = ["single"] if single or "round_trips" in metafunc.fixturenames else None
-    metafunc.parametrize("topology", topologies or ["single", "cluster"], scope="function")
+    marked = metafunc.definition.get_closest_marker
+    if marked("single_server") or "round_trips" in metafunc.fixturenames:
+        topologies = ["single"]
+    elif marked("cluster"):
+        topologies = ["cluster"]  # a guarantee of the cluster's own steps
+    else:
+        topologies = ["single", "cluster"]
+    metafunc.parametrize("topology", topologies, scope="function")
 
 
 @pytest.fixture(scope="session")

@@ -131,3 +131,20 @@ def test_note_sets_a_field_of_an_existing_observer_only(store_redis):
     assert store_redis.hget(keys.observer("o1"), "invalidation") == "first"
     observers.note("o1", "invalidation", "second", overwrite=True)
     assert store_redis.hget(keys.observer("o1"), "invalidation") == "second"
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_observers_spread_over_the_masters_and_the_index_shares_one_slot(
+    store_redis,
+):
+    oids = [f"spread{i}" for i in range(12)]
+    for oid in oids:
+        observers.save(oid, **{**FIELDS, "tables": ["t", "u"]}, version=1)
+    masters = {store_redis.get_node_from_key(keys.observer(oid)).name for oid in oids}
+    assert len(masters) > 1
+    index = [keys.dependents("t"), keys.dependents("u"), keys.watch(), keys.poll()]
+    assert len({store_redis.keyslot(name) for name in index}) == 1
+    assert store_redis.smembers(keys.dependents("u")) == set(oids)
+    for oid in oids:
+        observers.drop(oid)
+    assert sorted(store_redis.scan_iter("rc:*")) == []

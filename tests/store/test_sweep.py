@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from reactive_celery.exceptions import ForeignSubscriber
 from reactive_celery.store import keys, locks, observers, schedule, subscribers
 from reactive_celery.store.sweep import requeue_crashed, sweep
 
@@ -27,7 +28,7 @@ def observer(oid: str, tables=("t",), *sids: str, diff=None) -> None:
 
 
 def test_expired_subscribers_and_their_abandoned_observers_go(store_redis, short_lived):
-    baseline = set(store_redis.keys("*"))
+    baseline = set(store_redis.scan_iter("*"))
     subscribers.register("alive1234", "chan-a", "")
     subscribers.register("dead12345", "chan-d", "")
     observer("shared", ("t",), "alive1234", "dead12345")
@@ -51,18 +52,18 @@ def test_expired_subscribers_and_their_abandoned_observers_go(store_redis, short
 
     subscribers.remove("alive1234", "chan-a")
     sweep()
-    assert set(store_redis.keys("*")) == baseline
+    assert set(store_redis.scan_iter("*")) == baseline
 
 
 def test_a_live_observer_is_left_whole(store_redis):
     subscribers.register("alive1234", "chan-a", "")
     observer("o1", ("t",), "alive1234")
     schedule.schedule("o1", 5)
-    before = {name: store_redis.type(name) for name in store_redis.keys("*")}
+    before = {name: store_redis.type(name) for name in store_redis.scan_iter("*")}
     assert sweep() == dict.fromkeys(
         ("subscribers", "subscriptions", "observers", "dependencies", "polls", "rescheduled"), 0
     )
-    assert {name: store_redis.type(name) for name in store_redis.keys("*")} == before
+    assert {name: store_redis.type(name) for name in store_redis.scan_iter("*")} == before
     assert store_redis.zscore(keys.poll(), "o1") is not None
 
 
@@ -179,3 +180,57 @@ def test_many_crashed_observers_are_requeued_in_batches(store_redis, monkeypatch
         observer(oid, ("t",), "alive1234")
         crashed_evaluation(store_redis, oid)
     assert requeue_crashed() == sorted(oids)
+
+
+# What a crash between the steps of an operation leaves on a cluster, and its repair.
+
+
+def test_a_save_cut_after_joining_the_index_leaves_an_entry_the_sweep_prunes(store_redis):
+    # The first step of a cluster save (the join) done, the observer never written.
+    store_redis.eval(observers._INDEX_MOVE, 1, keys.dependents("t"), "ghost", 60, "1")
+    subscribers.register("alive1234", "chan-a", "")
+    observer("real", ("t",), "alive1234")
+    assert sweep()["dependencies"] == 1
+    assert store_redis.smembers(keys.dependents("t")) == {"real"}
+
+
+@pytest.mark.cluster
+def test_an_observer_being_created_keeps_its_index_entry_while_its_lock_is_held(store_redis):
+    # Between a cluster save's join and its write the observer has an entry and no hash;
+    # the subscription creating it holds its lock, and the sweep must not prune it then.
+    store_redis.eval(observers._INDEX_MOVE, 1, keys.dependents("t"), "new", 60, "1")
+    store_redis.set(keys.lock("new"), "creating", px=5000)
+    assert sweep()["dependencies"] == 0
+    assert store_redis.smembers(keys.dependents("t")) == {"new"}
+    store_redis.delete(keys.lock("new"))
+    assert sweep()["dependencies"] == 1
+
+
+def test_a_drop_cut_after_the_observer_went_leaves_entries_the_sweep_prunes(store_redis):
+    subscribers.register("alive1234", "chan-a", "")
+    observer("cut", ("t", "u"), "alive1234")
+    schedule.schedule("cut", 1)
+    # The observer's own keys gone, as by the first step of a cluster drop; the rest left.
+    store_redis.delete(*keys.observer_state("cut"))
+    report = sweep()
+    assert (report["dependencies"], report["polls"]) == (2, 1)
+    assert not store_redis.exists(keys.dependents("t"), keys.dependents("u"), keys.poll())
+
+
+def test_a_subscriber_that_came_back_during_the_sweep_is_put_back(store_redis):
+    from reactive_celery.store.sweep import _forget_on_cluster
+
+    subscribers.register("back12345", "chan-b", "")
+    observer("kept", ("t",), "back12345")
+    # Read as dead (its record had expired), registered and subscribed again meanwhile.
+    assert _forget_on_cluster(store_redis, {"back12345": ["kept"]}) == 0
+    assert subscribers.followers("kept") == {"back12345"}
+    assert subscribers.follows("back12345", "kept")
+
+
+def test_a_socket_refused_its_id_gives_its_place_under_the_cap_back(store_redis):
+    subscribers.register("taken1234", "chan-a", "1")
+    with pytest.raises(ForeignSubscriber):
+        subscribers.register("taken1234", "chan-b", "2")
+    assert store_redis.zrange(keys.sockets_of_user("2"), 0, -1) == []
+    assert store_redis.zrange(keys.sockets_of_user("1"), 0, -1) == ["taken1234"]
