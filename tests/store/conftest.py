@@ -1,6 +1,6 @@
 """The store's tests run twice: on the private single server and on a real 3-master cluster.
 
-One cluster per session (``reactive_celery.testing.cluster``); a test runs on it
+One cluster per session (``cluster_nodes`` in tests/conftest.py); a test runs on it
 with ``REDIS_URL`` pointed there, so every key gets its hash tags and every
 script meets Redis Cluster's one-slot rule. Tests of the single-server client
 itself (``@pytest.mark.single_server``) and round-trip counts run on one server
@@ -10,9 +10,6 @@ only, tests of the cluster's own steps (``@pytest.mark.cluster``) on the cluster
 import pytest
 import redis
 from django.conf import settings as django_settings
-
-from reactive_celery.store import connection
-from reactive_celery.testing import cluster
 
 
 def pytest_generate_tests(metafunc):
@@ -29,16 +26,8 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("topology", topologies, scope="function")
 
 
-@pytest.fixture(scope="session")
-def cluster_nodes():
-    """Three cluster masters on loopback, shared by the session's store tests."""
-    nodes = cluster.start()
-    yield nodes
-    nodes.stop()
-
-
 @pytest.fixture
-def store_redis(request, topology, settings):
+def store_redis(request, topology):
     """The Redis holding reactive state for this test, flushed after it.
 
     On the cluster: ``REDIS_URL`` names it for the test, and the client is a
@@ -52,9 +41,4 @@ def store_redis(request, topology, settings):
         client.flushdb()
         client.close()
         return
-    nodes = request.getfixturevalue("cluster_nodes")
-    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "REDIS_URL": nodes.url}
-    client = connection.client()
-    yield client
-    client.flushdb(target_nodes=client.PRIMARIES)
-    connection.reset_client()
+    yield request.getfixturevalue("cluster_store")
