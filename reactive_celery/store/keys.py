@@ -42,11 +42,12 @@ small; results, replay buffers and subscribers spread over the masters.
 behind Sentinel the names stay as above: a deployment that moves to a
 cluster starts from an empty store anyway.
 
-No script reaches past one slot. Where an operation spans slots (an
+No script touches keys of two slots. Where an operation spans slots (an
 observer and the index, a subscriber and its observers, a subscriber and its
 socket caps) the cluster path runs one script per slot, in an order whose
-crash leaves only extra entries that the sweep or a lifetime removes; each
-module says why its order is safe. On one server the single script stays.
+crash leaves only entries that the sweep or a lifetime removes; each
+function says why its order is safe (docs/deployment.md has the table).
+On one server the single script, and its round trips, stay.
 """
 
 from __future__ import annotations
