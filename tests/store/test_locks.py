@@ -182,3 +182,30 @@ def test_idle_until_an_evaluation_is_queued_running_or_owed(store_redis):
     assert not locks.begin("o1", "t2").acquired
     locks.finish("o1", "t1")
     assert not locks.idle("o1")  # a change arrived meanwhile: owed a rerun
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_a_commit_costs_one_round_trip_to_the_index_and_one_per_master(
+    store_redis, monkeypatch
+):
+    import redis
+
+    oids = [f"spread{i}" for i in range(12)]
+    for oid in oids:
+        dependent(oid, "items")
+    masters = {store_redis.get_node_from_key(keys.queued(oid)).name for oid in oids}
+    assert len(masters) > 1
+    locks.queue_dependents(["items"])  # loads the script on every master, once per process
+    for oid in oids:
+        locks.begin(oid, "t")
+        locks.finish(oid, "t")
+    sent = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(self.port)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    assert len(locks.queue_dependents(["items"])[1]) == 12
+    assert len(sent) == 1 + len(masters)

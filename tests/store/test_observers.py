@@ -148,3 +148,23 @@ def test_on_a_cluster_observers_spread_over_the_masters_and_the_index_shares_one
     for oid in oids:
         observers.drop(oid)
     assert sorted(store_redis.scan_iter("rc:*")) == []
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_a_worker_save_is_three_round_trips(store_redis, monkeypatch):
+    import redis
+
+    observers.save("o1", **FIELDS, version=1)
+    observers.save("o1", **FIELDS, version=2)  # the script is loaded on its master now
+    sent = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(self.port)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    fields = {**FIELDS, "old_tables": ["t"], "evaluated": True, "must_exist": True}
+    assert observers.save("o1", **fields, version=3, elapsed=0.01) is True
+    assert len(sent) == 3  # join the index, count the evaluation, write the observer
+    assert (observers.load("o1").version, stats.summary()["evaluations"]) == (3, 1)
