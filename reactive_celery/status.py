@@ -28,14 +28,13 @@ def count_state() -> dict[str, Any]:
     subs_sets: list[str] = []
     hashes: list[str] = []
     for name in r.scan_iter(match=keys.pattern("obs", "*"), count=1000):
-        suffix = name[len(keys.observer("")) :]
-        if suffix.endswith(":subs"):
+        if name == keys.observer_subscribers(keys.id_in(name)):
             subs_sets.append(name)
-        elif ":" not in suffix:
+        elif name == keys.observer(keys.id_in(name)):
             observers += 1
             hashes.append(name)
     for name in r.scan_iter(match=keys.pattern("sub", "*"), count=1000):
-        if ":" not in name[len(keys.subscriber("")) :]:
+        if name == keys.subscriber(keys.id_in(name)):
             subscribers += 1
     pipe = r.pipeline(transaction=False)
     for name in subs_sets:

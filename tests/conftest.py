@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from reactive_celery import fanout
 from reactive_celery.pg import triggers
-from reactive_celery.testing import sentinel
+from reactive_celery.testing import cluster, sentinel
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,6 +42,29 @@ def store_redis():
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes():
+    """A 3-master Redis Cluster on loopback, shared by the session (reactive_celery.testing)."""
+    nodes = cluster.start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def cluster_store(cluster_nodes, settings):
+    """The reactive store on the cluster for one test: its cluster client, flushed after.
+
+    Broker and channel layer stay on the private server, as in a cluster deployment.
+    """
+    from reactive_celery.store import connection
+
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "REDIS_URL": cluster_nodes.url}
+    client = connection.client()
+    yield client
+    client.flushdb(target_nodes=client.PRIMARIES)
+    connection.reset_client()
 
 
 #: The queue evaluate tasks go to in tests that read the broker: no worker consumes it,

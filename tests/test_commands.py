@@ -74,3 +74,19 @@ def test_status_counts_state_without_a_cluster(store_redis):
     assert data["errors"] == []
     assert data["queue"]["name"] == "celery"
     assert isinstance(data["queue"]["depth"], int)
+
+
+def test_clear_deletes_the_state_on_every_master_of_a_cluster(cluster_store):
+    some_state()
+    for sid in ("sub-b-1234", "sub-c-1234", "sub-d-1234"):  # ids whose keys hash apart
+        subscribers.register(sid, "chan", "")
+    masters = {cluster_store.get_node_from_key(name).name for name in all_keys(cluster_store)}
+    assert len(masters) > 1
+    out = io.StringIO()
+    call_command("reactive_clear", "--noinput", stdout=out)
+    assert "Deleted 9 keys under 'rc'" in out.getvalue()
+    assert all_keys(cluster_store) == []
+
+
+def all_keys(store) -> list[str]:
+    return sorted(store.scan_iter("*"))

@@ -147,3 +147,14 @@ def test_render_says_unknown_and_dashes_when_nothing_is_known():
     assert lines[5].endswith("unknown")
     assert lines[7].endswith("-") and lines[8].endswith("- (last 0)")
     assert lines[-1] == "Last errors (0)"
+
+
+def test_collect_counts_the_state_of_a_cluster_on_every_master(cluster_store, broker):
+    some_state()
+    data = status.collect()
+    assert (data["observers"], data["subscribers"], data["subscriptions"], data["polling"]) == (
+        2,
+        2,
+        3,
+        1,
+    )

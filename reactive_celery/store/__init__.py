@@ -9,6 +9,7 @@ schedule     the polling schedule that beat drains
 limits       the subscribe rate and observers per user, on every subscribe
 stats        evaluation counts, timings and recent errors
 sweep        removing what dead sockets and crashed processes left
+scripts      batches of Lua calls in one pipeline, per master on a cluster
 """
 
 __all__: list[str] = []

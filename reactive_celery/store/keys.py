@@ -11,7 +11,7 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     rate:<sid>         count subscribe requests in the current second
     sockets:user:<pk>  zset  live subscriber ids of a user, scored by expiry (ms)
     sockets:addr:<ip>  zset  live subscriber ids of a client address, scored by expiry (ms)
-    dep:<table>        set   observer ids that read the table
+    dep:<table>        set   observer ids that read the table (index)
     queued:<oid>       flag  an evaluate task is waiting in the broker
     committed:<oid>    time  the earliest commit not yet evaluated (metrics only)
     lock:<oid>         token the evaluation in progress
@@ -20,8 +20,8 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
     touched:<oid>      set   "<table>:<pk>" or "<table>:*" changed since the last evaluation
-    watch              zset  observers being created, scored by expiry: queued for any table
-    poll               zset  polling observer ids, scored by next due time
+    watch              zset  observers being created, scored by expiry: queued for any table (index)
+    poll               zset  polling observer ids, scored by next due time (index)
     stats:evaluations  count evaluations finished
     stats:timings      list  recent evaluation times in ms
     stats:errors       list  recent stopped observers (JSON)
@@ -33,15 +33,21 @@ never from a prefix inside the script. Values are JSON or plain strings.
 When ``REDIS_URL`` names a cluster (``redis+cluster://``) the observer or
 subscriber id in a key becomes a hash tag (``obs:{<oid>}:subs``), so the keys
 of one observer, or of one subscriber, share a slot and a script over them
-runs on one node. On one server or behind Sentinel the names stay as above:
-a deployment that moves to a cluster starts from an empty store anyway.
+runs on one node. The index (``dep:<table>``, ``watch``, ``poll``) shares the
+tag ``{index}`` (``dep:{index}:<table>``): a commit's lookup of its tables
+and the watched observers stays one atomic script, and the poll claim one
+script over the schedule. The index holds ids only, so one slot of it is
+small; results, replay buffers and subscribers spread over the masters.
+``sockets:*`` and ``stats:*`` keys each hash on their own. On one server or
+behind Sentinel the names stay as above: a deployment that moves to a
+cluster starts from an empty store anyway.
 
-Scripts whose keys still span slots (they fail on a cluster with CROSSSLOT):
-``locks._DEPENDENTS`` (dep:<table>... + watch), ``observers`` store and drop
-(observer keys + dep:<table>, poll, sub:<sid>:obs), ``subscribers`` connect /
-remove (sub:<sid> + sockets:*) and subscribe (obs:<oid>:subs + sub:<sid>:obs),
-``schedule`` (poll + observer keys) and ``sweep`` (sub:<sid>:obs +
-obs:<oid>:subs, dep:<table> + obs:<oid>); docs/deployment.md keeps the list.
+No script touches keys of two slots. Where an operation spans slots (an
+observer and the index, a subscriber and its observers, a subscriber and its
+socket caps) the cluster path runs one script per slot, in an order whose
+crash leaves only entries that the sweep or a lifetime removes; each
+function says why its order is safe (docs/deployment.md has the table).
+On one server the single script, and its round trips, stay.
 """
 
 from __future__ import annotations
@@ -52,10 +58,12 @@ import re
 from ..conf import reactive_settings
 
 __all__ = [
+    "INDEX_TAG",
     "clustered",
     "committed",
     "dependents",
     "dirty",
+    "id_in",
     "lock",
     "observer",
     "observer_log",
@@ -108,6 +116,15 @@ def _tag(id_: str) -> str:
     return f"{{{id_}}}" if clustered() else id_
 
 
+#: The hash tag of the index keys on a cluster: they share one slot.
+INDEX_TAG = "{index}"
+
+
+def _index(*parts: str) -> str:
+    # dep:{index}:<table>: the first braces decide the slot, the table name follows.
+    return _key(parts[0], INDEX_TAG, *parts[1:]) if clustered() else _key(*parts)
+
+
 def observer(oid: str) -> str:
     """The observer's hash: spec, result, version, tables, creator."""
     return _key("obs", _tag(oid))
@@ -150,7 +167,7 @@ def sockets_of_address(address: str) -> str:
 
 def dependents(table: str) -> str:
     """The set of observer ids that read ``table``."""
-    return _key("dep", table)
+    return _index("dep", table)
 
 
 def queued(oid: str) -> str:
@@ -195,12 +212,12 @@ def touched(oid: str) -> str:
 
 def watch() -> str:
     """Observers being created, queued for a write to any table."""
-    return _key("watch")
+    return _index("watch")
 
 
 def poll() -> str:
     """The polling schedule: observer id -> Redis time it is next due."""
-    return _key("poll")
+    return _index("poll")
 
 
 def stats_evaluations() -> str:
@@ -238,3 +255,8 @@ def observer_state(oid: str) -> tuple[str, ...]:
 def pattern(*parts: str) -> str:
     """A SCAN pattern under the prefix; glob characters in the prefix match literally."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", prefix()) + ":".join(parts)
+
+
+def id_in(name: str) -> str:
+    """The id in a per-id key ``<prefix>kind:<id>[:suffix]``, without a cluster's braces."""
+    return name[len(prefix()) :].split(":")[1].strip("{}")

@@ -41,5 +41,13 @@ def allow_observer(user: str, address: str, oid: str) -> bool:
     sids = cast(list[str], r.zrange(owner, 0, -1))
     if not sids:
         return True
-    followed = cast(set[str], r.sunion([keys.subscriber_observers(sid) for sid in sids]))
+    names = [keys.subscriber_observers(sid) for sid in sids]
+    if keys.clustered():
+        # Each subscriber's set hashes on its own id: read them apart, unite here.
+        pipe = r.pipeline(transaction=False)
+        for name in names:
+            pipe.smembers(name)
+        followed = set().union(*pipe.execute())
+    else:
+        followed = cast(set[str], r.sunion(names))
     return oid in followed or len(followed) < int(reactive_settings.MAX_OBSERVERS_PER_USER)

@@ -27,6 +27,7 @@ from ..conf import lock_ttl_ms, queued_ttl, reactive_settings
 from ..exceptions import ObserverBusy
 from . import keys
 from .connection import client
+from .scripts import run_many
 
 __all__ = [
     "ANY",
@@ -154,6 +155,9 @@ def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
     and send again.
     """
     global _touch_sha
+    if keys.clustered():
+        # A cluster pipeline refuses scripts: one pipeline per master instead.
+        return run_many(r, _TOUCH_AND_QUEUE, [(call[:2], call[2:]) for call in calls])
     for attempt in range(2):
         if _touch_sha is None or attempt:
             _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))

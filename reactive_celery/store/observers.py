@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis import Redis
+
 from ..conf import reactive_settings
 from . import keys, stats
 from .connection import client
@@ -140,8 +142,71 @@ def save(
         json.dumps(sorted(set(declared))),
         creator,
     ]
+    if keys.clustered():
+        return _save_on_cluster(oid, names, args, tables, leave, must_exist=must_exist)
     # One script: a drop cannot land between the existence check and the write.
     return bool(client().register_script(_SAVE)(keys=names, args=args))
+
+
+# The index's half of ``_SAVE`` on a cluster. KEYS: dependency sets. ARGV: oid, ttl, '1' to join.
+_INDEX_MOVE = """
+for i = 1, #KEYS do
+  if ARGV[3] == '1' then
+    redis.call('SADD', KEYS[i], ARGV[1])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+  else
+    redis.call('SREM', KEYS[i], ARGV[1])
+  end
+end
+"""
+
+
+def _save_on_cluster(
+    oid: str,
+    names: list[str],
+    args: list[Any],
+    tables: list[str],
+    leave: list[str],
+    *,
+    must_exist: bool,
+) -> bool:
+    """``save`` in one script per slot: join the new tables, write the observer, leave the old.
+
+    Join before the write and leave after it: at every moment the index holds
+    the old tables and the new, so a commit's lookup (one atomic script over
+    the index) finds the observer whichever step it lands between. A crash
+    between steps leaves only extra index entries: an extra evaluation, and
+    the sweep prunes entries of observers that are gone. When the observer was
+    dropped meanwhile (``must_exist``) the joins are taken back at once: only an
+    evaluation passes ``must_exist``, under the observer's lock, so no
+    subscription can have created the observer again and joined in between.
+    """
+    r = client()
+    ttl = args[1]
+    joined = [keys.dependents(table) for table in tables]
+    # The stats keys hash apart from the observer's: counted here, not by its script.
+    counts, timings = names[2], names[3]
+    elapsed, kept, stats_ttl = args[6], args[7], args[8]
+    # Cluster pipelines refuse EVAL: the index's script goes by itself.
+    if joined:
+        r.eval(_INDEX_MOVE, len(joined), *joined, oid, ttl, "1")
+    pipe = r.pipeline(transaction=False)
+    if elapsed != "":
+        pipe.incr(counts)
+        pipe.lpush(timings, elapsed)
+        pipe.ltrim(timings, 0, kept - 1)
+        pipe.expire(counts, stats_ttl)
+        pipe.expire(timings, stats_ttl)
+    if len(pipe):
+        pipe.execute()
+    own = [*args[:6], "", *args[7:9], 0, 0, *args[11:]]
+    saved = bool(r.register_script(_SAVE)(keys=names[:2], args=own))
+    if not saved and joined:
+        r.eval(_INDEX_MOVE, len(joined), *joined, oid, ttl, "0")
+    elif saved and leave:
+        left = [keys.dependents(table) for table in leave]
+        r.eval(_INDEX_MOVE, len(left), *left, oid, ttl, "0")
+    return saved
 
 
 # KEYS: the observer's hash. ARGV: field, value, '1' to overwrite.
@@ -214,6 +279,8 @@ def release(oid: str, leaving: str = "", *, force: bool = False) -> list[str] | 
     a subscribe can never land between "no subscribers left" and the delete.
     """
     r = client()
+    if keys.clustered():
+        return _release_on_cluster(r, oid, leaving, force=force)
     script = r.register_script(_RELEASE)
     while True:
         pipe = r.pipeline(transaction=False)
@@ -233,6 +300,53 @@ def release(oid: str, leaving: str = "", *, force: bool = False) -> list[str] | 
         result = script(keys=names, args=args)
         if result != -1:
             return None if result is None else list(result)
+
+
+# ``_RELEASE``'s observer half on a cluster. KEYS: the observer's state keys (6).
+# ARGV: leaving sid ('' for none), '1' to drop anyway. False when it keeps subscribers,
+# else {former subscribers, tables}.
+_RELEASE_OWN = """
+local leaving, force = ARGV[1], ARGV[2] == '1'
+local former = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if sid ~= leaving then table.insert(former, sid) end
+end
+if not force and #former > 0 then
+  if leaving ~= '' then redis.call('SREM', KEYS[2], leaving) end
+  return false
+end
+local tables = redis.call('HGET', KEYS[1], 'tables')
+tables = tables and cjson.decode(tables) or {}
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return {former, tables}
+"""
+
+
+def _release_on_cluster(r: Redis, oid: str, leaving: str, *, force: bool) -> list[str] | None:
+    """``release`` as the observer's script, then the entries elsewhere that name it.
+
+    The observer's slot decides, atomically, whether it is dropped, as the
+    single script does. The entries in other slots go after: a crash between
+    leaves the index and the poll schedule naming a vanished observer (the
+    sweep prunes them) and subscriber sets naming it (harmless: they expire
+    with the subscriber, as after the observer's own expiry).
+    """
+    answer = r.eval(_RELEASE_OWN, 6, *keys.observer_state(oid), leaving, "1" if force else "0")
+    pipe = r.pipeline(transaction=False)
+    if leaving:
+        pipe.srem(keys.subscriber_observers(leaving), oid)
+    if not answer:
+        pipe.execute()
+        return None
+    former, tables = list(answer[0]), list(answer[1])
+    for sid in former:
+        pipe.srem(keys.subscriber_observers(sid), oid)
+    pipe.zrem(keys.poll(), oid)
+    pipe.execute()
+    if tables:
+        # Cluster pipelines refuse EVAL: the index's script goes by itself.
+        r.eval(_INDEX_MOVE, len(tables), *(keys.dependents(t) for t in tables), oid, 1, "0")
+    return former
 
 
 def drop(oid: str) -> list[str]:

@@ -28,6 +28,14 @@ redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 
+# ``_SCHEDULE``'s schedule half on a cluster. KEYS: poll zset. ARGV: interval, oid, zset ttl.
+_SCHEDULE_INDEX = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
 # KEYS: poll zset. ARGV: batch size, zset ttl.
 # Renews the zset on every call, so a schedule with long intervals outlives its quiet times.
 _DUE = """
@@ -69,6 +77,30 @@ return claimed
 """
 
 
+# ``_CLAIM`` on a cluster, the schedule's half. KEYS: poll zset.
+# ARGV: then per due oid: oid, its interval ('0': leave the schedule). Returns the oids moved.
+_CLAIM_INDEX = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local oid, interval = ARGV[i], tonumber(ARGV[i + 1])
+  local due = redis.call('ZSCORE', KEYS[1], oid)
+  if due and tonumber(due) <= now then
+    if interval <= 0 then
+      redis.call('ZREM', KEYS[1], oid)
+    else
+      local next_due = tonumber(due) + interval
+      if next_due <= now then next_due = now + interval end
+      redis.call('ZADD', KEYS[1], next_due, oid)
+      table.insert(moved, oid)
+    end
+  end
+end
+return moved
+"""
+
+
 def schedule(oid: str, interval: float) -> None:
     """Called when a polling observer gains a subscriber: poll it from now on.
 
@@ -76,7 +108,15 @@ def schedule(oid: str, interval: float) -> None:
     do not delay or speed up its polling.
     """
     ttl = max(1, int(reactive_settings.OBSERVER_TTL))
-    client().eval(_SCHEDULE, 2, keys.poll(), keys.observer(oid), repr(float(interval)), oid, ttl)
+    interval_arg = repr(float(interval))
+    if not keys.clustered():
+        client().eval(_SCHEDULE, 2, keys.poll(), keys.observer(oid), interval_arg, oid, ttl)
+        return
+    # The schedule and the observer hash apart. The interval first: an observer left
+    # with one and no schedule entry (a crash between) is put back by the sweep.
+    r = client()
+    r.hset(keys.observer(oid), "poll", interval_arg)
+    r.eval(_SCHEDULE_INDEX, 1, keys.poll(), interval_arg, oid, ttl)
 
 
 def claim_due() -> list[str]:
@@ -93,9 +133,40 @@ def claim_due() -> list[str]:
         due = list(due_script(keys=[keys.poll()], args=[CLAIM_BATCH, ttl]))
         if not due:
             return claimed
+        if keys.clustered():
+            claimed.extend(_claim_on_cluster(due))
+            if len(due) < CLAIM_BATCH:
+                return claimed
+            continue
         names = [keys.poll()]
         for oid in due:
             names += [keys.observer(oid), keys.observer_subscribers(oid), keys.queued(oid)]
         claimed.extend(claim_script(keys=names, args=[queued_ttl(), *due]))
         if len(due) < CLAIM_BATCH:
             return claimed
+
+
+def _claim_on_cluster(due: list[str]) -> list[str]:
+    """``_CLAIM`` in three steps: read the observers, move them in the schedule, flag them.
+
+    The move is one script over the schedule, so two beats still never claim one
+    observer twice per interval. What it read of the observers may be stale: one
+    that gained its first subscriber since leaves the schedule, and the sweep puts
+    it back (it restores lost entries of polled observers with subscribers); a
+    crash after the move skips one poll of those observers.
+    """
+    r = client()
+    read = r.pipeline(transaction=False)
+    for oid in due:
+        read.hget(keys.observer(oid), "poll")
+        read.scard(keys.observer_subscribers(oid))
+    found = read.execute()
+    args: list[str] = []
+    for index, oid in enumerate(due):
+        raw, subscribed = found[2 * index], found[2 * index + 1]
+        args += [oid, raw if raw and subscribed else "0"]
+    moved = list(r.eval(_CLAIM_INDEX, 1, keys.poll(), *args))
+    flag = r.pipeline(transaction=False)
+    for oid in moved:
+        flag.set(keys.queued(oid), "1", nx=True, ex=queued_ttl())
+    return [oid for oid, fresh in zip(moved, flag.execute() if moved else [], strict=True) if fresh]

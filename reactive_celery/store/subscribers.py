@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber, TooManySockets
 from . import keys, observers
 from .connection import client
+from .scripts import run_many
 
 __all__ = [
     "Subscriber",
@@ -45,7 +46,7 @@ class Subscriber:
 # anonymous socket. An id proves nothing for anonymous sockets, so a new one takes
 # the id over but never its subscriptions (the caller releases them, then calls again).
 # An id whose record expired starts empty too: nothing passes to whoever claims it next.
-_REGISTER = """
+_CLAIM_ID = """
 local current = redis.call('HGET', KEYS[1], 'user')
 if current then
   if current ~= ARGV[2] then return -1 end
@@ -60,6 +61,9 @@ if current then
 else
   redis.call('DEL', KEYS[2])
 end
+"""
+
+_CAPS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ms = now + tonumber(ARGV[4]) * 1000
@@ -77,11 +81,19 @@ for _, cap in ipairs(caps) do
   redis.call('ZADD', cap[1], until_ms, ARGV[7])
   redis.call('EXPIRE', cap[1], ARGV[4])
 end
+"""
+
+_WRITE = """
 redis.call('HSET', KEYS[1], 'channel', ARGV[1], 'user', ARGV[2], 'address', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 return redis.call('SMEMBERS', KEYS[2])
 """
+
+_REGISTER = _CLAIM_ID + _CAPS + _WRITE
+
+# On a cluster the caps run apart (``_CAP``): KEYS: sub hash, sub obs set; ARGV as above.
+_REGISTER_OWN = _CLAIM_ID + _WRITE
 
 
 def register(sid: str, channel: str, user: str, address: str = "") -> list[str]:
@@ -101,9 +113,12 @@ def register(sid: str, channel: str, user: str, address: str = "") -> list[str]:
     limits = (reactive_settings.MAX_SOCKETS_PER_USER, reactive_settings.MAX_SOCKETS_PER_ADDRESS)
     released = "0"
     while True:
-        result = client().eval(
-            _REGISTER, 4, *names, channel, user, address, ttl, *limits, sid, released
-        )
+        if keys.clustered():
+            result = _register_on_cluster(names, channel, user, address, ttl, limits, sid, released)
+        else:
+            result = client().eval(
+                _REGISTER, 4, *names, channel, user, address, ttl, *limits, sid, released
+            )
         if result == -1:
             raise ForeignSubscriber("This subscriber id is held by another user's socket.")
         if result == -2:
@@ -113,6 +128,55 @@ def register(sid: str, channel: str, user: str, address: str = "") -> list[str]:
         for oid in result[1:]:
             observers.release(oid, sid)
         released = "1"
+
+
+# One cap of ``_REGISTER`` on a cluster, where each socket zset hashes apart.
+# KEYS: the zset. ARGV: sid, ttl s, max. -2: full; 1: added; 0: was there (renewed).
+_CAP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not held and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) * 1000, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return held and 0 or 1
+"""
+
+
+def _register_on_cluster(
+    names: tuple[str, ...],
+    channel: str,
+    user: str,
+    address: str,
+    ttl: int,
+    limits: tuple[int, int],
+    sid: str,
+    released: str,
+) -> Any:
+    """``_REGISTER`` as the socket caps first, then the subscriber's own script.
+
+    A place under each cap is taken first and given back when the cap of the
+    other, or the id's owner, refuses; a crash between leaves a place scored by
+    its expiry, which the next register of that user or address drops. The
+    subscriber's script is ``_REGISTER`` without the caps.
+    """
+    r = client()
+    caps = [(names[2], limits[0])] if user else []
+    caps += [(names[3], limits[1])] if address else []
+    taken = run_many(r, _CAP, [([name], [sid, ttl, limit]) for name, limit in caps])
+    result: Any = -2
+    if -2 not in taken:
+        own = (channel, user, address, ttl, *limits, sid, released)
+        result = r.eval(_REGISTER_OWN, 2, *names[:2], *own)
+    if result == -2 or result == -1 or (result and result[0] == -3):
+        undo = r.pipeline(transaction=False)
+        for (name, _), added in zip(caps, taken, strict=True):
+            if added == 1:
+                undo.zrem(name, sid)
+        if len(undo):
+            undo.execute()
+    return result
 
 
 def get(sid: str) -> Subscriber | None:
@@ -136,6 +200,15 @@ return observers
 """
 
 
+# ``_REMOVE`` on a cluster without the socket zsets, which hash apart.
+_REMOVE_OWN = """
+if redis.call('HGET', KEYS[1], 'channel') ~= ARGV[1] then return false end
+local observers = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+return observers
+"""
+
+
 def remove(sid: str, channel: str) -> list[str]:
     """Forget a subscriber when its socket closes; return the observers it left.
 
@@ -150,7 +223,18 @@ def remove(sid: str, channel: str) -> list[str]:
         keys.sockets_of_user(current.user),
         keys.sockets_of_address(current.address),
     )
-    followed = list(client().eval(_REMOVE, 4, *names, channel, sid))
+    if keys.clustered():
+        # The record goes first, then its places under the caps: a crash between
+        # leaves places scored by their expiry, dropped by the next register.
+        answer = client().eval(_REMOVE_OWN, 2, *names[:2], channel)
+        followed = [] if answer is None else list(answer)
+        if answer is not None:
+            pipe = client().pipeline(transaction=False)
+            pipe.zrem(names[2], sid)
+            pipe.zrem(names[3], sid)
+            pipe.execute()
+    else:
+        followed = list(client().eval(_REMOVE, 4, *names, channel, sid))
     for oid in followed:
         unsubscribe(oid, sid)
     return followed
@@ -182,8 +266,13 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
     read = r.pipeline(transaction=False)
     read.hgetall(sub_key)
     read.smembers(sub_obs)
-    read.time()
-    data, members, (seconds, _) = read.execute()
+    if keys.clustered():
+        # A cluster pipeline refuses TIME, which has no key to route by.
+        data, members = read.execute()
+        seconds, _ = r.time()
+    else:
+        read.time()
+        data, members, (seconds, _) = read.execute()
     if not data or data.get("channel") != channel:
         return None
     followed = sorted(cast(set[str], members))
@@ -225,11 +314,35 @@ return 1
 """
 
 
+# ``_SUBSCRIBE``'s subscriber half on a cluster. KEYS: sub hash, sub obs. ARGV: oid.
+_SUBSCRIBE_OWN = """
+local left = redis.call('TTL', KEYS[1])
+if left < 1 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], left)
+return 1
+"""
+
+
 def subscribe(oid: str, sid: str) -> bool:
     """Record that subscriber ``sid`` follows observer ``oid``; False if ``sid`` is gone."""
     obs_ttl = keys.ttl_seconds(reactive_settings.OBSERVER_TTL)
     names = (keys.observer_subscribers(oid), keys.subscriber(sid), keys.subscriber_observers(sid))
-    return bool(client().eval(_SUBSCRIBE, 3, *names, sid, oid, obs_ttl))
+    if not keys.clustered():
+        return bool(client().eval(_SUBSCRIBE, 3, *names, sid, oid, obs_ttl))
+    # The subscriber's side first, then the observer's. A crash between leaves the
+    # subscriber naming an observer that does not list it: harmless, as after the
+    # observer's expiry, and the request that subscribed failed. The other order
+    # could leave an observer listing a subscriber that never learns of it, and
+    # the sweep's repair (it re-adds subscribers that came back) relies on this one.
+    r = client()
+    if not r.eval(_SUBSCRIBE_OWN, 2, *names[1:], oid):
+        return False
+    pipe = r.pipeline(transaction=False)
+    pipe.sadd(names[0], sid)
+    pipe.expire(names[0], obs_ttl)
+    pipe.execute()
+    return True
 
 
 def unsubscribe(oid: str, sid: str) -> bool:

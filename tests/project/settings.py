@@ -135,6 +135,12 @@ REACTIVE_CELERY = {
     "PRECISE_INVALIDATION": os.environ.get("REACTIVE_TEST_PRECISE", "1") == "1",
 }
 
+# The cluster test's processes: the store on a Redis Cluster (redis+cluster://...);
+# broker and layer stay on the plain Redis, as kombu and channels_redis need.
+_store_url = os.environ.get("REACTIVE_TEST_STORE_URL")
+if _store_url:
+    REACTIVE_CELERY["REDIS_URL"] = _store_url
+
 # The Sentinel test's processes: store, broker and layer behind the sentinels
 # (host:port,host:port,...) of a group whose master is named "reactive".
 _sentinels = os.environ.get("REACTIVE_TEST_SENTINELS")

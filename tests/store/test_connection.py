@@ -19,6 +19,7 @@ def test_the_client_is_shared_and_talks_to_the_configured_database(store_redis):
     assert store_redis.get("rc:probe") == "1"
 
 
+@pytest.mark.single_server
 def test_changing_the_redis_setting_drops_the_client(settings, store_redis):
     before = connection.client()
     url = settings.REACTIVE_CELERY["REDIS_URL"]

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from reactive_celery.exceptions import TooManySockets
-from reactive_celery.store import limits, subscribers
+from reactive_celery.store import keys, limits, subscribers
 
 
 def test_the_subscribe_rate_counts_one_second_at_a_time(store_redis, settings):
@@ -14,7 +14,7 @@ def test_the_subscribe_rate_counts_one_second_at_a_time(store_redis, settings):
     assert limits.allow_subscribe("other123")  # per subscriber
     time.sleep(1.1)
     assert limits.allow_subscribe("sub12345")
-    assert 0 < store_redis.pttl("rc:rate:sub12345") <= 1000
+    assert 0 < store_redis.pttl(keys.subscribe_rate("sub12345")) <= 1000
 
 
 def test_observers_per_user_count_what_their_live_sockets_follow(store_redis, settings):
@@ -48,4 +48,4 @@ def test_sockets_per_user_and_address_are_capped_and_freed_on_close(store_redis,
     subscribers.register("user-sock-1", "c1", "7", "10.0.0.1")  # a re-register is no new socket
     subscribers.remove("user-sock-2", "c2")
     subscribers.register("user-sock-3", "c3", "7", "10.0.0.1")
-    assert store_redis.zcard("rc:sockets:user:7") == 2
+    assert store_redis.zcard(keys.sockets_of_user("7")) == 2

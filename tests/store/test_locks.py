@@ -4,7 +4,7 @@ import pytest
 
 from reactive_celery.conf import lock_ttl_ms
 from reactive_celery.exceptions import ObserverBusy
-from reactive_celery.store import locks, observers, subscribers
+from reactive_celery.store import keys, locks, observers, subscribers
 
 
 def test_contended_lock_marks_dirty_and_the_holder_runs_again(store_redis):
@@ -14,13 +14,13 @@ def test_contended_lock_marks_dirty_and_the_holder_runs_again(store_redis):
     assert not locks.begin("o1", "later").acquired
     assert locks.finish("o1", "holder") == 1
     assert locks.finish("o1", "holder") == 0
-    assert not store_redis.exists("rc:lock:o1")
+    assert not store_redis.exists(keys.lock("o1"))
 
 
 def test_release_with_a_foreign_token_changes_nothing(store_redis):
     locks.begin("o1", "holder")
     assert locks.finish("o1", "thief") == -1
-    assert store_redis.get("rc:lock:o1") == "holder"
+    assert store_redis.get(keys.lock("o1")) == "holder"
 
 
 def test_a_contended_retry_does_not_mark_the_observer_dirty(store_redis):
@@ -37,15 +37,15 @@ def test_only_the_first_contended_task_schedules_a_retry(store_redis):
 
 
 def test_begin_clears_the_queued_flag_and_counts_starts(store_redis):
-    store_redis.set("rc:queued:o1", "1")
+    store_redis.set(keys.queued("o1"), "1")
     assert locks.begin("o1", "first").starts == 1
-    assert not store_redis.exists("rc:queued:o1")
+    assert not store_redis.exists(keys.queued("o1"))
     locks.finish("o1", "first")
-    store_redis.set("rc:queued:o1", "1")
+    store_redis.set(keys.queued("o1"), "1")
     assert locks.begin("o1", "retry", retry=True).starts == 2  # no clean finish between
-    assert store_redis.exists("rc:queued:o1")  # a retry carries no change of its own
+    assert store_redis.exists(keys.queued("o1"))  # a retry carries no change of its own
     locks.clear_starts("o1")
-    assert not store_redis.exists("rc:starts:o1")
+    assert not store_redis.exists(keys.starts("o1"))
 
 
 def test_the_subscription_lock_waits_then_gives_up(store_redis, settings):
@@ -57,7 +57,7 @@ def test_the_subscription_lock_waits_then_gives_up(store_redis, settings):
     with locks.observer_lock("o1") as held:
         locks.begin("o1", "change")  # a change arrives while the subscription holds it
     assert held.changed_meanwhile
-    assert not store_redis.exists("rc:lock:o1")
+    assert not store_redis.exists(keys.lock("o1"))
 
 
 def test_queue_dependents_queues_each_observer_once(store_redis):
@@ -66,7 +66,7 @@ def test_queue_dependents_queues_each_observer_once(store_redis):
     found, queued = locks.queue_dependents({"t1", "t2"})
     assert sorted(found) == ["o1", "o2"] and sorted(queued) == ["o1", "o2"]
     assert locks.queue_dependents({"t2"})[1] == []
-    store_redis.delete("rc:queued:o1")  # its evaluate task started
+    store_redis.delete(keys.queued("o1"))  # its evaluate task started
     assert locks.queue_dependents({"t1", "t3"}) == (["o1"], ["o1"])
     assert locks.queue_dependents({"nothing"}) == ([], [])
 
@@ -78,22 +78,22 @@ def test_every_key_has_a_lifetime(store_redis):
     locks.queue_dependents({"t"})
     locks.begin("o1", "holder")
     locks.begin("o1", "other")
-    for name in store_redis.keys("rc:*"):
+    for name in sorted(store_redis.scan_iter("rc:*")):
         assert store_redis.ttl(name) > 0, name
 
 
 def test_a_watched_observer_is_queued_for_any_table_until_unwatched(store_redis):
     locks.watch("new", 30)
     assert locks.queue_dependents({"any_table"}) == (["new"], ["new"])
-    store_redis.delete("rc:queued:new")  # its evaluate task started
+    store_redis.delete(keys.queued("new"))  # its evaluate task started
     locks.unwatch("new")
     assert locks.queue_dependents({"any_table"}) == ([], [])
 
 
 def test_watch_entries_expire_by_themselves(store_redis):
-    store_redis.zadd("rc:watch", {"stale": 1})  # a crashed subscribe's entry, long past
+    store_redis.zadd(keys.watch(), {"stale": 1})  # a crashed subscribe's entry, long past
     assert locks.queue_dependents({"any_table"}) == ([], [])
-    assert store_redis.zcard("rc:watch") == 0
+    assert store_redis.zcard(keys.watch()) == 0
 
 
 def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
@@ -102,7 +102,7 @@ def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
     assert locks.settled("o1") is None  # nobody waits
     locks.queue(["o1"])  # a commit queued an evaluation
     assert locks.sync("o1") is None
-    assert store_redis.ttl("rc:waiting:o1") > 0
+    assert store_redis.ttl(keys.waiting("o1")) > 0
     locks.begin("o1", "worker")  # the task starts: queued cleared, lock taken
     assert locks.sync("o1") is None
     observers.save("o1", spec="{}", items=[], meta={}, version=5, tables=["t"], creator="")
@@ -127,7 +127,7 @@ def test_a_commit_records_its_rows_per_observer_and_begin_takes_them(store_redis
     assert sorted(found) == sorted(fresh) == ["o1", "o2"]
     assert set(locks.begin("o2", "t").touched) == {"items:3", "items:4", "tags:*"}
     assert set(locks.begin("o1", "t").touched) == {"items:3", "items:4"}
-    assert not store_redis.exists("rc:touched:o1", "rc:touched:o2")
+    assert not store_redis.exists(keys.touched("o1"), keys.touched("o2"))
 
 
 def test_a_change_to_a_queued_observer_joins_its_touched_set(store_redis):
@@ -159,7 +159,7 @@ def test_a_contended_change_is_taken_by_the_holders_rerun(store_redis):
     assert not locks.begin("o1", "their-task").acquired
     assert locks.rerun("o1", "holder") == ("items:9",)
     assert locks.rerun("o1", "holder") is None
-    assert not store_redis.exists("rc:lock:o1")
+    assert not store_redis.exists(keys.lock("o1"))
     assert locks.rerun("o1", "holder") is None  # no longer held
 
 
@@ -182,3 +182,30 @@ def test_idle_until_an_evaluation_is_queued_running_or_owed(store_redis):
     assert not locks.begin("o1", "t2").acquired
     locks.finish("o1", "t1")
     assert not locks.idle("o1")  # a change arrived meanwhile: owed a rerun
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_a_commit_costs_one_round_trip_to_the_index_and_one_per_master(
+    store_redis, monkeypatch
+):
+    import redis
+
+    oids = [f"spread{i}" for i in range(12)]
+    for oid in oids:
+        dependent(oid, "items")
+    masters = {store_redis.get_node_from_key(keys.queued(oid)).name for oid in oids}
+    assert len(masters) > 1
+    locks.queue_dependents(["items"])  # loads the script on every master, once per process
+    for oid in oids:
+        locks.begin(oid, "t")
+        locks.finish(oid, "t")
+    sent = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(self.port)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    assert len(locks.queue_dependents(["items"])[1]) == 12
+    assert len(sent) == 1 + len(masters)

@@ -1,6 +1,6 @@
 """Evaluation statistics: bounded, with lifetimes, and the percentiles reported."""
 
-from reactive_celery.store import observers, stats
+from reactive_celery.store import keys, observers, stats
 
 
 def test_percentile_is_nearest_rank():
@@ -18,9 +18,9 @@ def test_timings_are_capped_and_expire(store_redis):
     assert summary["evaluations"] == stats.TIMINGS_KEPT + 5
     assert summary["samples"] == stats.TIMINGS_KEPT
     # 0..1004 ms were recorded; the oldest five fell off, leaving 5..1004.
-    assert min(float(v) for v in store_redis.lrange("rc:stats:timings", 0, -1)) == 5
+    assert min(float(v) for v in store_redis.lrange(keys.stats_timings(), 0, -1)) == 5
     assert (summary["p50_ms"], summary["p99_ms"]) == (504, 994)
-    for name in ("rc:stats:timings", "rc:stats:evaluations"):
+    for name in (keys.stats_timings(), keys.stats_evaluations()):
         assert 0 < store_redis.ttl(name) <= stats.STATS_TTL
 
 
@@ -35,4 +35,4 @@ def test_errors_keep_the_view_and_are_capped(store_redis):
     assert len(errors) == stats.ERRORS_KEPT
     assert errors[0]["observer"] == f"gone{stats.ERRORS_KEPT - 1}"
     assert errors[0]["view"] == ""
-    assert 0 < store_redis.ttl("rc:stats:errors") <= stats.STATS_TTL
+    assert 0 < store_redis.ttl(keys.stats_errors()) <= stats.STATS_TTL

@@ -3,7 +3,7 @@
 import pytest
 
 from reactive_celery.exceptions import ForeignSubscriber
-from reactive_celery.store import observers, subscribers
+from reactive_celery.store import keys, observers, subscribers
 
 
 def test_subscriber_id_of_another_user_is_refused(store_redis):
@@ -21,16 +21,16 @@ def test_reconnect_keeps_subscriptions_and_old_socket_close_is_ignored(store_red
     assert subscribers.remove("sub12345", "chan-a") == []
     assert subscribers.follows("sub12345", "o1")
     assert subscribers.remove("sub12345", "chan-b") == ["o1"]
-    assert store_redis.keys("rc:*") == []
+    assert sorted(store_redis.scan_iter("rc:*")) == []
 
 
 def test_heartbeat_renews_its_own_socket_only(store_redis):
     subscribers.register("sub12345", "chan-a", "")
     observers.save("o1", spec="{}", items=[], meta={}, version=1, tables=["t"], creator="")
     subscribers.subscribe("o1", "sub12345")
-    store_redis.expire("rc:dep:t", 2)
+    store_redis.expire(keys.dependents("t"), 2)
     assert subscribers.heartbeat("sub12345", "chan-a") == ["o1"]
-    assert store_redis.ttl("rc:dep:t") > 2
+    assert store_redis.ttl(keys.dependents("t")) > 2
     assert subscribers.heartbeat("sub12345", "chan-other") is None
     assert subscribers.heartbeat("gone1234", "chan-a") is None
 
