@@ -20,6 +20,10 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
     touched:<oid>      set   "<table>:<pk>" or "<table>:*" changed since the last evaluation
+    probing:<oid>      token a commit left the observer to its table's probe dispatch
+    probe:<table>:pks  set   primary keys written, waiting for the table's dispatch
+    probe:<table>:obs  hash  observer id -> probing token, waiting for the table's dispatch
+    probe:<table>:queued flag the table's dispatch task waits in the broker
     watch              zset  observers being created, scored by expiry: queued for any table
     poll               zset  polling observer ids, scored by next due time
     stats:evaluations  count evaluations finished
@@ -64,6 +68,10 @@ __all__ = [
     "pattern",
     "poll",
     "prefix",
+    "probe_observers",
+    "probe_pks",
+    "probe_queued",
+    "probing",
     "queued",
     "retry",
     "sockets_of_address",
@@ -191,6 +199,26 @@ def starts(oid: str) -> str:
 def touched(oid: str) -> str:
     """What changed since the observer's evaluation began: table:pk entries, or table:*."""
     return _key("touched", _tag(oid))
+
+
+def probing(oid: str) -> str:
+    """Set by a commit that left the observer to its table's dispatch; cleared by the dispatch."""
+    return _key("probing", _tag(oid))
+
+
+def probe_pks(table: str) -> str:
+    """Primary keys of ``table`` written since its dispatch last took them."""
+    return _key("probe", _tag(table), "pks")
+
+
+def probe_observers(table: str) -> str:
+    """Observers (id -> probing token) a commit to ``table`` left to its dispatch."""
+    return _key("probe", _tag(table), "obs")
+
+
+def probe_queued(table: str) -> str:
+    """Set while a dispatch task for ``table`` waits in the broker."""
+    return _key("probe", _tag(table), "queued")
 
 
 def watch() -> str:

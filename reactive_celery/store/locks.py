@@ -33,6 +33,7 @@ __all__ = [
     "TOUCHED_CAP",
     "Begun",
     "HeldLock",
+    "Queued",
     "begin",
     "clear_starts",
     "finish",
@@ -40,9 +41,11 @@ __all__ = [
     "observer_lock",
     "queue",
     "queue_dependents",
+    "queue_or_probe",
     "rerun",
     "settled",
     "sync",
+    "touched_ttl",
     "unwatch",
     "watch",
 ]
@@ -74,12 +77,23 @@ end
 return out
 """
 
-# KEYS: touched, queued. ARGV: queued ttl s, touched ttl s, cap, then the entries.
+# KEYS: touched, queued, observer hash, lock, dirty, probing.
+# ARGV: queued ttl s, touched ttl s, cap, probe table ('' for none), token, then the entries.
 # Recorded before the queued flag in one script, so the task that clears the flag
-# (``begin``) always finds what its change touched.
+# (``begin``) always finds what its change touched. Returns 1 (queued now), 0 (was
+# queued), or 2: idle and precise on the probe table, so left to the table's dispatch
+# (``probing`` set to the token; nothing else written).
 _TOUCH_AND_QUEUE = """
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2], KEYS[4], KEYS[5]) == 0 then
+  local found = redis.call('HGET', KEYS[3], 'invalidation')
+  local ok, how = pcall(cjson.decode, found or '')
+  if ok and type(how) == 'table' and how.table == ARGV[4] and (how.reason or '') == '' then
+    redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[1])
+    return 2
+  end
+end
 if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 4, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  for i = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
   if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
     redis.call('DEL', KEYS[1])
     redis.call('SADD', KEYS[1], '*')
@@ -103,7 +117,8 @@ def queue(oids: Iterable[str]) -> list[str]:
     return [oid for oid, fresh in zip(oids, pipe.execute(), strict=True) if fresh]
 
 
-def _touched_ttl() -> int:
+def touched_ttl() -> int:
+    """Lifetime of a touched set (and of what a commit pends for a probe dispatch)."""
     # Outlives the queued flag and the lock: it is read by whoever takes either.
     return keys.ttl_seconds(max(queued_ttl(), lock_ttl_ms() / 1000) + 5)
 
@@ -118,26 +133,74 @@ def queue_dependents(
     records what it read of the change; the second list is marked queued, and
     the caller enqueues one evaluation for each.
     """
+    found = queue_or_probe(tables, pks, token="")
+    return found.dependents, found.fresh
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What a commit's ``queue_or_probe`` did."""
+
+    #: Every observer that read a written table.
+    dependents: list[str]
+    #: Marked queued now: the caller sends one evaluate task each.
+    fresh: list[str]
+    #: Table -> the observers left to its probe dispatch (``store.probes.pend``).
+    probing: dict[str, list[str]]
+
+
+def queue_or_probe(
+    tables: Iterable[str], pks: Mapping[str, Collection[str]] | None = None, *, token: str
+) -> Queued:
+    """``queue_dependents``, leaving some observers to their table's probe dispatch.
+
+    With a ``token`` (one per commit), an observer that read no written table
+    but one whose primary keys are known, is idle (not queued, locked or dirty)
+    and is classified precise on that table is neither touched nor queued: its
+    ``probing`` flag takes the token and the caller pends it for the dispatch.
+    Without one (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
+    """
     ordered = sorted(set(tables))
     if not ordered:
-        return [], []
+        return Queued([], [], {})
     pks = pks or {}
     names = [keys.dependents(t) for t in ordered]
     r = client()
     flat = list(r.eval(_DEPENDENTS, len(names) + 1, *names, keys.watch()))
     found = list(zip(flat[::2], flat[1::2], strict=True))
     if not found:
-        return [], []
-    ttl, touched_ttl = queued_ttl(), _touched_ttl()
-    calls = []
+        return Queued([], [], {})
+    ttl, touched_for = queued_ttl(), touched_ttl()
+    calls, probe_tables = [], []
     for oid, indexes in found:
         entries = [ANY] if indexes == ANY else _entries(ordered, indexes, pks)
         if len(entries) > TOUCHED_CAP:
             entries = [ANY]
-        calls.append((keys.touched(oid), keys.queued(oid), ttl, touched_ttl, TOUCHED_CAP, *entries))
-    fresh = _touch_and_queue(r, calls)
+        table = _probe_table(ordered, indexes, pks) if token else ""
+        probe_tables.append(table)
+        calls.append(
+            (
+                *(keys.touched(oid), keys.queued(oid), keys.observer(oid)),
+                *(keys.lock(oid), keys.dirty(oid), keys.probing(oid)),
+                *(ttl, touched_for, TOUCHED_CAP, table, token, *entries),
+            )
+        )
+    codes = _touch_and_queue(r, calls)
     observers = [oid for oid, _ in found]
-    return observers, [oid for oid, new in zip(observers, fresh, strict=True) if new]
+    probing: dict[str, list[str]] = {}
+    for oid, table, code in zip(observers, probe_tables, codes, strict=True):
+        if code == 2:
+            probing.setdefault(table, []).append(oid)
+    fresh = [oid for oid, code in zip(observers, codes, strict=True) if code == 1]
+    return Queued(observers, fresh, probing)
+
+
+def _probe_table(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> str:
+    """The one written table an observer read, when its rows are known; else ''."""
+    if indexes == ANY or "," in indexes:
+        return ""
+    table = tables[int(indexes) - 1]
+    return table if pks.get(table) else ""
 
 
 _touch_sha: str | None = None
@@ -157,7 +220,7 @@ def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
             _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))
         pipe = r.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(_touch_sha, 2, *call)
+            pipe.evalsha(_touch_sha, 6, *call)
         try:
             return list(pipe.execute())
         except NoScriptError:
@@ -310,11 +373,12 @@ def rerun(oid: str, token: str) -> tuple[str, ...] | None:
     return tuple(touched) if int(code) == 1 else None
 
 
-# KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.
+# KEYS: queued, lock, dirty, waiting, obs hash, probing. ARGV: waiting ttl s.
 # The observer has caught up with every committed write when no evaluation is queued,
-# running or owed: then its version; else the client waits (-1) for ``settled``.
+# running, owed or being decided by a dispatch: then its version; else the client
+# waits (-1) for ``settled``.
 _SYNC = """
-if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[6]) > 0 then
   redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
   return -1
 end
@@ -329,8 +393,9 @@ return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
 
 
 def idle(oid: str) -> bool:
-    """True when no evaluation of ``oid`` is queued, running or owed: its result is current."""
-    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid))
+    """True when no evaluation of ``oid`` is queued, running, owed or being decided by a
+    probe dispatch: its result is current."""
+    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid), keys.probing(oid))
 
 
 def sync(oid: str) -> int | None:
@@ -342,12 +407,13 @@ def sync(oid: str) -> int | None:
     version = int(
         client().eval(
             _SYNC,
-            5,
+            6,
             keys.queued(oid),
             keys.lock(oid),
             keys.dirty(oid),
             keys.waiting(oid),
             keys.observer(oid),
+            keys.probing(oid),
             queued_ttl(),
         )
     )
