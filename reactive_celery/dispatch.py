@@ -75,11 +75,16 @@ def dispatch(table: str, requeue: Any) -> Decision:
     ``requeue(oid)`` sends one evaluate task (``tasks.enqueue_evaluation``).
     """
     pks, tokens = probes.take(table)
-    decision = decide(table, pks, list(tokens)) if tokens else Decision()
+    if not tokens:
+        return Decision()  # an earlier dispatch took what this one was sent for
+    decision = decide(table, pks, list(tokens))
     for oid in probes.queue(decision.owed, tokens):
         requeue(oid)
     released = probes.release(
-        [*decision.dropped, *decision.gone], tokens, skipped=len(decision.dropped)
+        [*decision.dropped, *decision.gone],
+        tokens,
+        skipped=len(decision.dropped),
+        queries=-(-decision.probed // invalidation.PROBE_CHUNK),
     )
     if released:
         broadcast.send(

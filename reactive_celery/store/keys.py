@@ -30,6 +30,8 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     stats:timings      list  recent evaluation times in ms
     stats:errors       list  recent stopped observers (JSON)
     stats:skipped      count changes that precise invalidation found to concern no result
+    stats:dispatches   count probe dispatches that decided for observers
+    stats:probes       count probe queries those dispatches ran
 
 Lua scripts get every key they touch from these builders through ``KEYS``,
 never from a prefix inside the script. Values are JSON or plain strings.
@@ -77,8 +79,10 @@ __all__ = [
     "sockets_of_address",
     "sockets_of_user",
     "starts",
+    "stats_dispatches",
     "stats_errors",
     "stats_evaluations",
+    "stats_probes",
     "stats_skipped",
     "stats_timings",
     "subscribe_rate",
@@ -239,6 +243,16 @@ def stats_evaluations() -> str:
 def stats_skipped() -> str:
     """Evaluations precise invalidation left out: the change concerned no result."""
     return _key("stats", "skipped")
+
+
+def stats_dispatches() -> str:
+    """Probe dispatches that decided for at least one observer."""
+    return _key("stats", "dispatches")
+
+
+def stats_probes() -> str:
+    """Probe queries run by dispatches (one per ``PROBE_CHUNK`` observers probed)."""
+    return _key("stats", "probes")
 
 
 def stats_timings() -> str:

@@ -193,10 +193,12 @@ def queue(owed: Mapping[str, Iterable[str]], tokens: Mapping[str, str]) -> list[
     return [oid for oid, new in zip(oids, fresh, strict=True) if new]
 
 
-def release(oids: Sequence[str], tokens: Mapping[str, str], skipped: int) -> dict[str, int]:
-    """Clear the probing flag of observers the dispatch found unconcerned (or gone), and
-    count ``skipped`` of them in ``stats:skipped``. Returns oid -> the version to announce
-    to the clients waiting on it."""
+def release(
+    oids: Sequence[str], tokens: Mapping[str, str], *, skipped: int, queries: int
+) -> dict[str, int]:
+    """Clear the probing flag of observers the dispatch found unconcerned (or gone); count
+    the dispatch, its ``queries`` and the ``skipped`` observers. Returns oid -> the version
+    to announce to the clients waiting on it."""
     r = client()
     calls = [
         (
@@ -206,9 +208,14 @@ def release(oids: Sequence[str], tokens: Mapping[str, str], skipped: int) -> dic
         for oid in oids
     ]
     versions = _pipelined(r, _RELEASE, 6, calls)
-    if skipped:
-        pipe = r.pipeline(transaction=False)
-        pipe.incrby(keys.stats_skipped(), skipped)
-        pipe.expire(keys.stats_skipped(), STATS_TTL)
-        pipe.execute()
+    pipe = r.pipeline(transaction=False)
+    for name, count in (
+        (keys.stats_dispatches(), 1),
+        (keys.stats_probes(), queries),
+        (keys.stats_skipped(), skipped),
+    ):
+        if count:
+            pipe.incrby(name, count)
+            pipe.expire(name, STATS_TTL)
+    pipe.execute()
     return {oid: int(v) for oid, v in zip(oids, versions, strict=True) if int(v) >= 0}
