@@ -46,7 +46,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 
-from . import broadcast, invalidation, protocol
+from . import broadcast, invalidation, metrics, protocol
 from .conf import reactive_settings
 from .invalidation import Invalidation
 from .spec import ObserverSpec
@@ -78,7 +78,7 @@ def dispatch(table: str, requeue: Any) -> Decision:
     if not tokens:
         return Decision()  # an earlier dispatch took what this one was sent for
     decision = decide(table, pks, list(tokens))
-    for oid in probes.queue(decision.owed, tokens):
+    for oid in probes.queue(decision.owed, tokens, stamps=metrics.enabled()):
         requeue(oid)
     released = probes.release(
         [*decision.dropped, *decision.gone],

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
+import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -238,18 +238,20 @@ def enqueue_dependents(
     """
     tables, observers, whole, dispatches = _retry.take(tables)
     pks = {t: rows for t, rows in (pks or {}).items() if t not in whole}
+    now = time.time()
     # One token per commit: the dispatch clears a probing flag only if it took its token.
-    token = uuid.uuid4().hex if reactive_settings.PRECISE_INVALIDATION else ""
+    token = probes.token(now) if reactive_settings.PRECISE_INVALIDATION else ""
+    stamp = f"{now:.6f}" if metrics.enabled() else ""
     sent: list[str] = []
     try:
         if tables:
-            found = locks.queue_or_probe(tables, pks, token=token)
+            # The commit stamps (metrics) go in the same script as the touched entries.
+            found = locks.queue_or_probe(tables, pks, token=token, stamp=stamp)
             # Flagged probing but not pended yet: a failure from here retries them whole.
             tables = set(found.probing)
             observers += [oid for oid in found.fresh if oid not in observers]
             dispatches += [t for t in probes.pend(found.probing, pks, token) if t not in dispatches]
             tables = set()  # looked up and marked: from now on only the sends are owed
-            metrics.committed(found.dependents)
         while observers:
             enqueue_evaluation(observers[0])
             sent.append(observers.pop(0))

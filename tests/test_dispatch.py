@@ -6,6 +6,8 @@ its tasks land in the real broker and are run in-process as a worker would
 (``run_dispatches`` for the dispatch tasks, ``run_queued`` for all).
 """
 
+import time
+
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
@@ -251,12 +253,35 @@ def test_a_dispatch_that_finds_nothing_pended_does_nothing(store_redis, broker):
     assert stat(store_redis, keys.stats_dispatches()) == 0
 
 
-def test_a_commit_with_idle_precise_observers_costs_four_round_trips(
+def test_a_commit_with_idle_precise_observers_costs_three_round_trips(
     store_redis, broker, round_trips
 ):
     groups(20)
     signals.enqueue_dependents({TABLE}, {TABLE: {"1"}})  # loads the scripts, once a process
     before = round_trips()
     signals.enqueue_dependents({TABLE}, {TABLE: {"2"}})
-    # Dependents, touch-or-probe, pend, commit stamps; the first commit sent the dispatch.
-    assert round_trips() - before == 4
+    # Dependents, touch-or-probe (commit stamps included), pend; the first commit
+    # sent the dispatch.
+    assert round_trips() - before == 3
+
+
+def test_the_commit_stamp_reaches_only_the_observers_the_dispatch_queues(store_redis, broker):
+    oids = groups(3)
+    before = time.time()
+    Item.objects.create(name="new", position=1)
+    after = time.time()
+    assert store_redis.exists(*(keys.committed(oid) for oid in oids)) == 0
+    run_dispatches(broker)
+    assert store_redis.exists(keys.committed(oids[0]), keys.committed(oids[2])) == 0
+    # The commit's time, carried by its token, not the dispatch's.
+    assert before <= float(store_redis.get(keys.committed(oids[1]))) <= after
+
+
+def test_a_commit_stamps_what_it_queues_in_the_same_script(store_redis, broker, round_trips):
+    oids = groups(3)
+    notify(Item)  # loads the scripts
+    run_queued(broker)
+    before = round_trips()
+    notify(Item)
+    assert round_trips() - before == 2  # dependents, touch-and-queue with the stamps
+    assert store_redis.exists(*(keys.committed(oid) for oid in oids)) == 3

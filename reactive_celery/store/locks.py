@@ -77,12 +77,13 @@ end
 return out
 """
 
-# KEYS: touched, queued, observer hash, lock, dirty, probing.
-# ARGV: queued ttl s, touched ttl s, cap, probe table ('' for none), token, then the entries.
+# KEYS: touched, queued, observer hash, lock, dirty, probing, committed.
+# ARGV: queued ttl s, touched ttl s, cap, probe table ('' for none), token, commit stamp
+# ('' for none), its ttl s, then the entries.
 # Recorded before the queued flag in one script, so the task that clears the flag
 # (``begin``) always finds what its change touched. Returns 1 (queued now), 0 (was
 # queued), or 2: idle and precise on the probe table, so left to the table's dispatch
-# (``probing`` set to the token; nothing else written).
+# (``probing`` set to the token; nothing else written, the dispatch stamps it).
 _TOUCH_AND_QUEUE = """
 if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2], KEYS[4], KEYS[5]) == 0 then
   local found = redis.call('HGET', KEYS[3], 'invalidation')
@@ -93,13 +94,14 @@ if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2], KEYS[4], KEYS[5]) == 0 then
   end
 end
 if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  for i = 8, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
   if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
     redis.call('DEL', KEYS[1])
     redis.call('SADD', KEYS[1], '*')
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[6], 'NX', 'EX', ARGV[7]) end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
@@ -137,6 +139,10 @@ def queue_dependents(
     return found.dependents, found.fresh
 
 
+#: Seconds a commit stamp waits for an evaluation (``metrics.COMMIT_STAMP_TTL``).
+STAMP_TTL = 3600
+
+
 @dataclass(frozen=True)
 class Queued:
     """What a commit's ``queue_or_probe`` did."""
@@ -150,7 +156,11 @@ class Queued:
 
 
 def queue_or_probe(
-    tables: Iterable[str], pks: Mapping[str, Collection[str]] | None = None, *, token: str
+    tables: Iterable[str],
+    pks: Mapping[str, Collection[str]] | None = None,
+    *,
+    token: str,
+    stamp: str = "",
 ) -> Queued:
     """``queue_dependents``, leaving some observers to their table's probe dispatch.
 
@@ -159,6 +169,8 @@ def queue_or_probe(
     and is classified precise on that table is neither touched nor queued: its
     ``probing`` flag takes the token and the caller pends it for the dispatch.
     Without one (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
+    ``stamp``: the commit's time for the metrics (``keys.committed``), kept if earlier
+    than the one waiting, in the same script.
     """
     ordered = sorted(set(tables))
     if not ordered:
@@ -181,8 +193,8 @@ def queue_or_probe(
         calls.append(
             (
                 *(keys.touched(oid), keys.queued(oid), keys.observer(oid)),
-                *(keys.lock(oid), keys.dirty(oid), keys.probing(oid)),
-                *(ttl, touched_for, TOUCHED_CAP, table, token, *entries),
+                *(keys.lock(oid), keys.dirty(oid), keys.probing(oid), keys.committed(oid)),
+                *(ttl, touched_for, TOUCHED_CAP, table, token, stamp, STAMP_TTL, *entries),
             )
         )
     codes = _touch_and_queue(r, calls)
@@ -220,7 +232,7 @@ def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
             _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))
         pipe = r.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(_touch_sha, 6, *call)
+            pipe.evalsha(_touch_sha, 7, *call)
         try:
             return list(pipe.execute())
         except NoScriptError:

@@ -16,6 +16,7 @@ commit that pends the observer again keeps it flagged for the next dispatch.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,10 @@ from redis.exceptions import NoScriptError
 from ..conf import queued_ttl
 from . import keys
 from .connection import client
-from .locks import ANY, TOUCHED_CAP, touched_ttl
+from .locks import ANY, STAMP_TTL, TOUCHED_CAP, touched_ttl
 from .stats import STATS_TTL
 
-__all__ = ["Candidate", "pend", "queue", "read", "release", "take"]
+__all__ = ["Candidate", "pend", "queue", "read", "release", "take", "token"]
 
 # KEYS: pks, observers, queued flag (one table). ARGV: ttl s, queued ttl s, cap, token,
 # the number of pks, the pks, then the observer ids. 1: the caller sends the dispatch.
@@ -67,18 +68,20 @@ local got = redis.call('HMGET', KEYS[1], 'spec', 'items', 'invalidation')
 return {busy, got[1] or '', got[2] or '', got[3] or ''}
 """
 
-# KEYS: touched, queued, probing. ARGV: queued ttl s, touched ttl s, cap, the token
-# taken, then the entries. The queued flag is set before the probing
-# flag goes, so ``sync`` never sees the observer idle in between.
+# KEYS: touched, queued, probing, committed. ARGV: queued ttl s, touched ttl s, cap,
+# the token taken, the commit stamp ('' for none), its ttl s, then the entries. The
+# queued flag is set before the probing flag goes, so ``sync`` never sees the
+# observer idle in between.
 _QUEUE = """
 if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 5, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  for i = 7, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
   if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
     redis.call('DEL', KEYS[1])
     redis.call('SADD', KEYS[1], '*')
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[6]) end
 local fresh = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 if fresh then return 1 end
@@ -97,6 +100,12 @@ return tonumber(redis.call('HGET', KEYS[6], 'version') or '-1')
 """
 
 _shas: dict[str, str] = {}
+
+
+def token(now: float) -> str:
+    """A commit's probing token: its time (the commit stamp of what the dispatch queues)
+    and a random part, so that no two commits share one."""
+    return f"{now:.6f}-{uuid.uuid4().hex[:12]}"
 
 
 def _pipelined(r: Redis, script: str, numkeys: int, calls: Sequence[Sequence[Any]]) -> list[Any]:
@@ -173,9 +182,12 @@ def read(oids: Sequence[str]) -> list[Candidate]:
     ]
 
 
-def queue(owed: Mapping[str, Iterable[str]], tokens: Mapping[str, str]) -> list[str]:
+def queue(
+    owed: Mapping[str, Iterable[str]], tokens: Mapping[str, str], *, stamps: bool
+) -> list[str]:
     """Record each observer's touched entries and mark it queued, as a commit would;
-    clear its probing flag. Returns those marked queued now (one task each)."""
+    clear its probing flag; with ``stamps``, stamp the commit time its token carries
+    (``token``). Returns those marked queued now (one task each)."""
     oids = sorted(owed)
     ttl = queued_ttl()
     calls = []
@@ -183,13 +195,15 @@ def queue(owed: Mapping[str, Iterable[str]], tokens: Mapping[str, str]) -> list[
         entries = list(owed[oid])
         if len(entries) > TOUCHED_CAP:
             entries = [ANY]
+        token = tokens.get(oid, "")
+        stamp = token.partition("-")[0] if stamps else ""
         calls.append(
             (
-                *(keys.touched(oid), keys.queued(oid), keys.probing(oid)),
-                *(ttl, touched_ttl(), TOUCHED_CAP, tokens.get(oid, ""), *entries),
+                *(keys.touched(oid), keys.queued(oid), keys.probing(oid), keys.committed(oid)),
+                *(ttl, touched_ttl(), TOUCHED_CAP, token, stamp, STAMP_TTL, *entries),
             )
         )
-    fresh = _pipelined(client(), _QUEUE, 3, calls)
+    fresh = _pipelined(client(), _QUEUE, 4, calls)
     return [oid for oid, new in zip(oids, fresh, strict=True) if new]
 
 
