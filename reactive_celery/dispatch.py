@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -58,24 +60,27 @@ __all__ = ["Decision", "decide", "dispatch"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass
 class Decision:
     """What one dispatch decided: touched entries per observer to queue, and those dropped."""
 
-    def __init__(self) -> None:
-        self.owed: dict[str, list[str]] = {}
-        self.dropped: list[str] = []
-        self.gone: list[str] = []
-        #: Candidates probed (in one query per ``PROBE_CHUNK``).
-        self.probed = 0
+    owed: dict[str, list[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    #: Candidates probed (in one query per ``PROBE_CHUNK``).
+    probed: int = 0
 
 
-def dispatch(table: str, requeue: Any) -> Decision:
+def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
     """Called by the ``dispatch`` task: decide for everything pended for ``table``.
 
-    ``requeue(oid)`` sends one evaluate task (``tasks.enqueue_evaluation``).
+    ``requeue(oid)`` sends one evaluate task (``tasks.enqueue_evaluation``);
+    ``task``: the task's id, under which what it takes is kept until it is done,
+    so a redelivery after its worker died decides the same observers.
     """
-    pks, tokens = probes.take(table)
+    pks, tokens = probes.take(table, task)
     if not tokens:
+        probes.release([], {}, skipped=0, queries=0, taken=(table, task), decided=False)
         return Decision()  # an earlier dispatch took what this one was sent for
     decision = decide(table, pks, list(tokens))
     for oid in probes.queue(decision.owed, tokens, stamps=metrics.enabled()):
@@ -85,6 +90,7 @@ def dispatch(table: str, requeue: Any) -> Decision:
         tokens,
         skipped=len(decision.dropped),
         queries=-(-decision.probed // invalidation.PROBE_CHUNK),
+        taken=(table, task),
     )
     if released:
         broadcast.send(

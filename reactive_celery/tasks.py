@@ -14,8 +14,10 @@ the tasks without a list to copy. Arguments are observer ids only (JSON).
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from . import dispatch as probe_dispatch
 from . import observer
@@ -71,14 +73,17 @@ def evaluate(oid: str, retry: bool = False) -> None:
 
 @shared_task(
     name="reactive_celery.dispatch",
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     serializer="json",
     ignore_result=True,
 )
-def dispatch(table: str) -> None:
+def dispatch(self: Task[Any, Any], table: str) -> None:
     """Decide for the observers commits left to ``table``'s probe dispatch (``dispatch``)."""
-    probe_dispatch.dispatch(table, requeue=enqueue_evaluation)
+    # Called directly (not as a task) it has no id: what it takes is its own anyway.
+    task = self.request.id or uuid.uuid4().hex
+    probe_dispatch.dispatch(table, requeue=enqueue_evaluation, task=task)
 
 
 @shared_task(name="reactive_celery.poll", ignore_result=True, serializer="json")

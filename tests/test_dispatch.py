@@ -196,6 +196,28 @@ def test_a_client_waiting_on_sync_hears_the_dispatch_release_it(store_redis, bro
     assert sent(broker) == []
 
 
+def test_a_dispatch_whose_worker_died_decides_the_same_observers_when_redelivered(
+    store_redis, broker, monkeypatch
+):
+    oids = groups(3)
+    Item.objects.create(name="new", position=1)
+    (message,) = broker.messages()
+    broker.redis.delete("reactive-unconsumed")
+
+    def killed(*args, **kwargs):
+        raise SystemExit("the worker died")  # after taking, before deciding
+
+    monkeypatch.setattr(dispatch, "decide", killed)
+    with pytest.raises(SystemExit):
+        dispatch.dispatch(TABLE, requeue=tasks.enqueue_evaluation, task="task-1")
+    monkeypatch.undo()
+    # The broker redelivers the same message: same task id, same observers.
+    dispatch.dispatch(TABLE, requeue=tasks.enqueue_evaluation, task="task-1")
+    assert sent(broker) == [(EVALUATE, oids[1])]
+    assert [locks.idle(oid) for oid in (oids[0], oids[2])] == [True, True]
+    assert not store_redis.keys("rc:probe:*")  # what it took is forgotten once done
+
+
 def test_per_user_observers_are_probed_as_their_users_in_one_query(store_redis, broker):
     users = [User.objects.create_user(f"u{n}") for n in range(3)]
     items = [Item.objects.create(name=f"i{n}", owner=user) for n, user in enumerate(users)]
@@ -248,7 +270,7 @@ def test_turned_off_no_dispatch_is_sent(store_redis, broker, settings):
 
 
 def test_a_dispatch_that_finds_nothing_pended_does_nothing(store_redis, broker):
-    assert dispatch.dispatch(TABLE, requeue=tasks.enqueue_evaluation).owed == {}
+    assert dispatch.dispatch(TABLE, requeue=tasks.enqueue_evaluation, task="t").owed == {}
     assert sent(broker) == []
     assert stat(store_redis, keys.stats_dispatches()) == 0
 
@@ -285,3 +307,14 @@ def test_a_commit_stamps_what_it_queues_in_the_same_script(store_redis, broker, 
     notify(Item)
     assert round_trips() - before == 2  # dependents, touch-and-queue with the stamps
     assert store_redis.exists(*(keys.committed(oid) for oid in oids)) == 3
+
+
+def test_a_dispatch_that_queues_every_candidate_is_counted(store_redis, broker):
+    items = [Item.objects.create(name=f"i{g}", position=g) for g in range(2)]
+    groups(2)
+    with transaction.atomic():
+        for item in items:
+            item.save()
+    run_dispatches(broker)
+    assert stat(store_redis, keys.stats_dispatches()) == 1
+    assert stat(store_redis, keys.stats_probes()) == 0  # both held their row: no probe

@@ -24,6 +24,8 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     probe:<table>:pks  set   primary keys written, waiting for the table's dispatch
     probe:<table>:obs  hash  observer id -> probing token, waiting for the table's dispatch
     probe:<table>:queued flag the table's dispatch task waits in the broker
+    probe:<table>:taken:<task>:pks / :obs   what a running dispatch took (kept for a
+                             redelivery of its task should its worker die)
     watch              zset  observers being created, scored by expiry: queued for any table
     poll               zset  polling observer ids, scored by next due time
     stats:evaluations  count evaluations finished
@@ -73,6 +75,7 @@ __all__ = [
     "probe_observers",
     "probe_pks",
     "probe_queued",
+    "probe_taken",
     "probing",
     "queued",
     "retry",
@@ -223,6 +226,14 @@ def probe_observers(table: str) -> str:
 def probe_queued(table: str) -> str:
     """Set while a dispatch task for ``table`` waits in the broker."""
     return _key("probe", _tag(table), "queued")
+
+
+def probe_taken(table: str, task: str) -> tuple[str, str]:
+    """The pks and the observers a dispatch task took for ``table``, until it is done."""
+    return (
+        _key("probe", _tag(table), "taken", task, "pks"),
+        _key("probe", _tag(table), "taken", task, "obs"),
+    )
 
 
 def watch() -> str:

@@ -50,14 +50,17 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 """
 
-# KEYS: pks, observers, queued flag (one table). The flag goes first, so a commit
-# pending after this sends another dispatch.
+# KEYS: pks, observers, queued flag, then the task's taken pks and observers (one
+# table). The flag goes first, so a commit pending after this sends another
+# dispatch. What is taken is renamed, not deleted: a task redelivered after its
+# worker died finds it again.
 _TAKE = """
-redis.call('DEL', KEYS[3])
-local pks = redis.call('SMEMBERS', KEYS[1])
-local observers = redis.call('HGETALL', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-return {pks, observers}
+if redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
+  redis.call('DEL', KEYS[3])
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[4]) end
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[5]) end
+end
+return {redis.call('SMEMBERS', KEYS[4]), redis.call('HGETALL', KEYS[5])}
 """
 
 # KEYS: observer hash, lock, queued, dirty. Busy or not, and the stored result, at
@@ -150,10 +153,11 @@ def pend(
     return [table for table, new in zip(tables, fresh, strict=True) if new]
 
 
-def take(table: str) -> tuple[set[str], dict[str, str]]:
+def take(table: str, task: str) -> tuple[set[str], dict[str, str]]:
     """Called when a dispatch task starts: the pks (``ANY``: too many) and the observers
-    (id -> token) pended for ``table`` since the last one took them."""
-    pks, flat = client().eval(_TAKE, 3, *_table_keys(table))
+    (id -> token) pended for ``table`` since the last one took them; for a redelivered
+    ``task`` (its id), what it took the first time. ``release`` forgets them."""
+    pks, flat = client().eval(_TAKE, 5, *_table_keys(table), *keys.probe_taken(table, task))
     return set(pks), dict(zip(flat[::2], flat[1::2], strict=True))
 
 
@@ -208,11 +212,19 @@ def queue(
 
 
 def release(
-    oids: Sequence[str], tokens: Mapping[str, str], *, skipped: int, queries: int
+    oids: Sequence[str],
+    tokens: Mapping[str, str],
+    *,
+    skipped: int,
+    queries: int,
+    taken: tuple[str, str],
+    decided: bool = True,
 ) -> dict[str, int]:
     """Clear the probing flag of observers the dispatch found unconcerned (or gone); count
-    the dispatch, its ``queries`` and the ``skipped`` observers. Returns oid -> the version
-    to announce to the clients waiting on it."""
+    the dispatch (if it ``decided`` for any), its ``queries`` and the ``skipped``
+    observers; forget what the task
+    (``taken``: table, task id) took. Returns oid -> the version to announce to the
+    clients waiting on it."""
     r = client()
     calls = [
         (
@@ -223,8 +235,9 @@ def release(
     ]
     versions = _pipelined(r, _RELEASE, 6, calls)
     pipe = r.pipeline(transaction=False)
+    pipe.delete(*keys.probe_taken(*taken))
     for name, count in (
-        (keys.stats_dispatches(), 1),
+        (keys.stats_dispatches(), 1 if decided else 0),
         (keys.stats_probes(), queries),
         (keys.stats_skipped(), skipped),
     ):
