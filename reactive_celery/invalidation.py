@@ -6,6 +6,11 @@
     affects    before an evaluation: whether the touched entries may change its result
     probe      which of several filtered querysets contain any of some primary keys,
                in one query (UNION ALL of each tagged with its index)
+    probe_queryset / users   what a table's dispatch (``dispatch``) probes all of its
+               observers with, as their users, in one query each
+
+A table's dispatch decides for every idle precise observer of a commit at
+once (``dispatch.py``); ``affects`` decides under the lock for the others.
 
 A change to row p of the observer's primary table (its view's queryset model)
 can change a list result only if the last result held p (it changed or left)
@@ -54,7 +59,9 @@ __all__ = [
     "build_view",
     "classify",
     "probe",
+    "probe_queryset",
     "record",
+    "users",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,6 +207,25 @@ def _user(spec: ObserverSpec) -> AbstractBaseUser | AnonymousUser:
     model = get_user_model()
     user: AbstractBaseUser = model._default_manager.get(pk=model._meta.pk.to_python(spec.user))
     return user
+
+
+def users(specs: Iterable[ObserverSpec]) -> dict[str, AbstractBaseUser]:
+    """The users of per-user specs by their pk (as the spec holds it), in one query;
+    a user that no longer exists is missing."""
+    wanted = {spec.user for spec in specs if spec.user}
+    if not wanted:
+        return {}
+    model = get_user_model()
+    pk = model._meta.pk
+    found = model._default_manager.filter(pk__in=[pk.to_python(u) for u in wanted])
+    return {str(user.pk): user for user in found}
+
+
+def probe_queryset(
+    spec: ObserverSpec, user: AbstractBaseUser | AnonymousUser | None = None
+) -> QuerySet[Any]:
+    """The observer's filtered queryset as ``user`` (default: the spec's), for ``probe``."""
+    return _filtered(build_view(spec, _user(spec) if user is None else user))
 
 
 def _rows(touched: Iterable[str], table: str) -> set[str] | None:

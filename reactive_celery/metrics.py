@@ -36,6 +36,7 @@ from celery.signals import worker_process_shutdown
 from .conf import reactive_settings
 from .store import keys
 from .store.connection import client
+from .store.locks import STAMP_TTL
 
 try:
     import prometheus_client
@@ -66,7 +67,7 @@ __all__ = [
 #: Every metric name starts with this and an underscore.
 NAMESPACE = "reactive_celery"
 #: Seconds a commit's stamp waits for an evaluation before it is dropped.
-COMMIT_STAMP_TTL = 3600
+COMMIT_STAMP_TTL = STAMP_TTL
 #: Buckets of both histograms: the engine's work is milliseconds to seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -121,10 +122,12 @@ if prometheus_client is not None:
 
 
 def committed(observers: Iterable[str]) -> None:
-    """Called on commit with the observers the write queued or marked dirty: stamp the time.
+    """Stamp the time on observers a change queued or marked dirty.
 
     The earliest stamp since the observer's last evaluation began is kept, so
-    the latency is that of the oldest change an evaluation delivers.
+    the latency is that of the oldest change an evaluation delivers. A commit
+    stamps its observers in the script that queues them (``locks.queue_or_probe``,
+    and the probe dispatch for those it queues), with ``COMMIT_STAMP_TTL``.
     """
     oids = list(observers)
     if not oids or not enabled():

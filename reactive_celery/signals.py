@@ -7,6 +7,10 @@ table. One ``on_commit`` callback per transaction and database does a single
 Redis lookup, records the keys for each dependent observer (``locks.queue_dependents``)
 and enqueues each that is not already queued. A rollback drops the callback, so
 nothing is sent. More than ``TOUCHED_CAP`` keys for one table mark it whole.
+With ``PRECISE_INVALIDATION``, the idle observers classified precise on a
+written table whose keys are known are not queued one by one: the commit
+pends them, with the keys, for one ``dispatch`` task of that table, which
+probes them all in one query (``dispatch.py``).
 
 The write is committed whatever happens next, so a commit whose enqueue fails
 (Redis or the broker unreachable) is not lost: its tables (and observers
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -40,9 +45,10 @@ from django.db.models.signals import (
 )
 
 from . import metrics
+from .conf import reactive_settings
 from .dependencies import tables_for, tables_of_model
-from .store import locks
-from .tasks import enqueue_evaluation
+from .store import locks, probes
+from .tasks import enqueue_dispatch, enqueue_evaluation
 
 __all__ = ["RETRY_DELAYS", "connect", "disconnect", "enqueue_dependents", "mark", "notify"]
 
@@ -101,29 +107,38 @@ class _Retry:
         self.tables: set[str] = set()
         #: Marked queued in Redis, their task not sent: sent as they are, never looked up again.
         self.observers: list[str] = []
+        #: Tables whose dispatch is marked queued, its task not sent.
+        self.dispatches: list[str] = []
         self.attempt = 0
         self.timer: threading.Timer | None = None
 
-    def take(self, tables: Iterable[str]) -> tuple[set[str], list[str], set[str]]:
+    def take(self, tables: Iterable[str]) -> tuple[set[str], list[str], set[str], list[str]]:
         """Called by each enqueue: its tables plus everything pending, which it now owns.
 
-        The third set: the pending tables alone (they changed whole).
+        The third set: the pending tables alone (they changed whole); the fourth,
+        the tables whose dispatch task is owed.
         """
         with self.lock:
             pending = self.tables
             tables = set(tables) | pending
             observers, self.tables, self.observers = self.observers, set(), []
-        return tables, observers, pending
+            dispatches, self.dispatches = self.dispatches, []
+        return tables, observers, pending, dispatches
 
-    def keep(self, tables: set[str], observers: list[str], exc: Exception) -> None:
+    def keep(
+        self, tables: set[str], observers: list[str], dispatches: list[str], exc: Exception
+    ) -> None:
         """Called when an enqueue failed: keep what it did not do, retry later, say so."""
         with self.lock:
             self.tables |= tables
             self.observers += [oid for oid in observers if oid not in self.observers]
+            self.dispatches += [t for t in dispatches if t not in self.dispatches]
             what = (
                 ("tables", sorted(self.tables))
                 if self.tables
                 else ("observers", list(self.observers))
+                if self.observers
+                else ("table dispatches", list(self.dispatches))
             )
             if self.timer is not None:
                 when = "a retry is scheduled"
@@ -148,7 +163,7 @@ class _Retry:
     def done(self) -> None:
         """Called after an enqueue that succeeded: with nothing pending, stop retrying."""
         with self.lock:
-            if self.tables or self.observers:
+            if self.tables or self.observers or self.dispatches:
                 return
             self.attempt = 0
             timer, self.timer = self.timer, None
@@ -165,6 +180,7 @@ class _Retry:
         """A forked child owns no timer, and leaves what is pending to its parent."""
         self.lock = threading.Lock()
         self.tables, self.observers, self.attempt, self.timer = set(), [], 0, None
+        self.dispatches = []
 
 
 _retry = _Retry()
@@ -216,24 +232,35 @@ def enqueue_dependents(
     """Queue one evaluation for each observer of ``tables`` not already queued.
 
     Called on commit. ``pks``: the primary keys written, for the tables whose
-    rows are known (the others changed whole). Tables and observers a failed
-    call left behind go along, as whole tables. Returns the observers sent.
+    rows are known (the others changed whole). Idle precise observers of such a
+    table go to its dispatch instead (one task for all). Tables and observers a
+    failed call left behind go along, as whole tables. Returns the observers sent.
     """
-    tables, observers, whole = _retry.take(tables)
+    tables, observers, whole, dispatches = _retry.take(tables)
     pks = {t: rows for t, rows in (pks or {}).items() if t not in whole}
+    now = time.time()
+    # One token per commit: the dispatch clears a probing flag only if it took its token.
+    token = probes.token(now) if reactive_settings.PRECISE_INVALIDATION else ""
+    stamp = f"{now:.6f}" if metrics.enabled() else ""
     sent: list[str] = []
     try:
         if tables:
-            dependents, fresh = locks.queue_dependents(tables, pks)
+            # The commit stamps (metrics) go in the same script as the touched entries.
+            found = locks.queue_or_probe(tables, pks, token=token, stamp=stamp)
+            # Flagged probing but not pended yet: a failure from here retries them whole.
+            tables = set(found.probing)
+            observers += [oid for oid in found.fresh if oid not in observers]
+            dispatches += [t for t in probes.pend(found.probing, pks, token) if t not in dispatches]
             tables = set()  # looked up and marked: from now on only the sends are owed
-            observers += [oid for oid in fresh if oid not in observers]
-            metrics.committed(dependents)
         while observers:
             enqueue_evaluation(observers[0])
             sent.append(observers.pop(0))
+        while dispatches:
+            enqueue_dispatch(dispatches[0])
+            dispatches.pop(0)
     except Exception as exc:
         # The write is committed; failing the caller would not undo it. Retry instead.
-        _retry.keep(tables, observers, exc)
+        _retry.keep(tables, observers, dispatches, exc)
         return sent
     _retry.done()
     return sent

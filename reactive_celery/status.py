@@ -63,6 +63,8 @@ def _invalidation(hashes: list[str]) -> dict[str, Any]:
         "table_level": dict(sorted(reasons.items())),
         "undecided": len(hashes) - len(decided),
         "skipped": int(r.get(keys.stats_skipped()) or 0),
+        "dispatches": int(r.get(keys.stats_dispatches()) or 0),
+        "probe_queries": int(r.get(keys.stats_probes()) or 0),
     }
 
 
@@ -148,6 +150,8 @@ def _render_invalidation(found: dict[str, Any]) -> list[str]:
         ("precise observers", str(found["precise"])),
         ("not decided yet", str(found["undecided"])),
         ("evaluations left out", str(found["skipped"])),
+        ("probe dispatches", str(found["dispatches"])),
+        ("probe queries", str(found["probe_queries"])),
         *((f"table-level: {reason}", str(n)) for reason, n in found["table_level"].items()),
     ]
     width = max(len(label) for label, _ in rows)

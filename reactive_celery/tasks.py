@@ -1,6 +1,8 @@
 """Every Celery task of reactive_celery; each is a thin call into the engine.
 
     reactive_celery.evaluate   evaluate one observer (sent on commit, by poll, by retries)
+    reactive_celery.dispatch   sent on commit, one per table at a time: probe its idle precise
+                               observers together, evaluate those the write concerns
     reactive_celery.poll       sent by beat every second: enqueue due polling observers
     reactive_celery.sweep      sent by beat every SWEEP_INTERVAL: remove what dead sockets left,
                                requeue observers whose evaluation died with its worker
@@ -12,16 +14,19 @@ the tasks without a list to copy. Arguments are observer ids only (JSON).
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
+from . import dispatch as probe_dispatch
 from . import observer
 from .conf import reactive_settings
 from .store import schedule
-from .store.sweep import requeue_crashed
+from .store.sweep import requeue_crashed, requeue_lost_dispatches
 from .store.sweep import sweep as sweep_store
 
-__all__ = ["enqueue_evaluation", "evaluate", "poll", "sweep"]
+__all__ = ["dispatch", "enqueue_dispatch", "enqueue_evaluation", "evaluate", "poll", "sweep"]
 
 # The name docs/operations.md gives for poll records.
 poll_logger = logging.getLogger("reactive_celery.polling")
@@ -40,6 +45,17 @@ def enqueue_evaluation(oid: str, countdown: float | None = None, retry: bool = F
     )
 
 
+def enqueue_dispatch(table: str) -> None:
+    """Send one ``dispatch`` task for a table, on the evaluations' queue."""
+    limit = reactive_settings.EVALUATION_TIME_LIMIT
+    dispatch.apply_async(
+        (table,),
+        queue=reactive_settings.QUEUE,
+        soft_time_limit=limit,
+        time_limit=limit + 2,
+    )
+
+
 # celery-types predates acks_on_timeout (Celery 5.7).
 @shared_task(  # type: ignore[call-overload, untyped-decorator]
     name="reactive_celery.evaluate",
@@ -53,6 +69,21 @@ def enqueue_evaluation(oid: str, countdown: float | None = None, retry: bool = F
 def evaluate(oid: str, retry: bool = False) -> None:
     """Evaluate one observer and push what changed (``observer.refresh``)."""
     observer.refresh(oid, retry=retry, requeue=enqueue_evaluation)
+
+
+@shared_task(
+    name="reactive_celery.dispatch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    serializer="json",
+    ignore_result=True,
+)
+def dispatch(self: Task[Any, Any], table: str) -> None:
+    """Decide for the observers commits left to ``table``'s probe dispatch (``dispatch``)."""
+    # Called directly (not as a task) it has no id: what it takes is its own anyway.
+    task = self.request.id or uuid.uuid4().hex
+    probe_dispatch.dispatch(table, requeue=enqueue_evaluation, task=task)
 
 
 @shared_task(name="reactive_celery.poll", ignore_result=True, serializer="json")
@@ -78,4 +109,8 @@ def sweep() -> dict[str, int]:
     for oid in requeued:
         enqueue_evaluation(oid)
     report["requeued"] = len(requeued)
+    lost = requeue_lost_dispatches()
+    for table in lost:
+        enqueue_dispatch(table)
+    report["dispatches"] = len(lost)
     return report

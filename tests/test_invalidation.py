@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 
-from reactive_celery import invalidation, observer
+from reactive_celery import invalidation, observer, tasks
 from reactive_celery.invalidation import Invalidation
 from reactive_celery.signals import notify
 from reactive_celery.spec import ObserverSpec
@@ -43,10 +43,18 @@ def changed(oids, before) -> list[int]:
 
 
 def run_queued(broker) -> None:
-    """What a worker would do with the evaluate tasks the commits sent."""
-    for message in broker.messages():
-        observer.refresh(message["args"][0], retry=False, requeue=Requeues())
-    broker.redis.delete("reactive-unconsumed")
+    """What a worker would do with the tasks the commits sent, until none is left.
+
+    Dispatch tasks run first (a worker takes them in order; a dispatch queues
+    evaluations behind it).
+    """
+    while messages := broker.messages():
+        broker.redis.delete("reactive-unconsumed")
+        for message in messages:
+            if message["headers"]["task"] == "reactive_celery.dispatch":
+                tasks.dispatch(*message["args"])
+            else:
+                observer.refresh(message["args"][0], retry=False, requeue=Requeues())
 
 
 def groups(n=10) -> list[str]:

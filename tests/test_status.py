@@ -54,6 +54,8 @@ def test_collect_and_render_show_how_observers_are_invalidated(store_redis, brok
     store_redis.hset("rc:obs:o1", FIELD, json.dumps({"table": "t", "reason": ""}))
     store_redis.hset("rc:obs:o2", FIELD, json.dumps({"table": "", "reason": "paginated"}))
     store_redis.set(keys.stats_skipped(), 7)
+    store_redis.set(keys.stats_dispatches(), 2)
+    store_redis.set(keys.stats_probes(), 3)
     found = status.collect()["invalidation"]
     assert found == {
         "enabled": True,
@@ -61,12 +63,16 @@ def test_collect_and_render_show_how_observers_are_invalidated(store_redis, brok
         "table_level": {"paginated": 1},
         "undecided": 0,
         "skipped": 7,
+        "dispatches": 2,
+        "probe_queries": 3,
     }
     lines = status.render(status.collect()).splitlines()
-    assert [tuple(re.split(r"\s{2,}", line.strip())) for line in lines[-4:]] == [
+    assert [tuple(re.split(r"\s{2,}", line.strip())) for line in lines[-6:]] == [
         ("precise observers", "1"),
         ("not decided yet", "0"),
         ("evaluations left out", "7"),
+        ("probe dispatches", "2"),
+        ("probe queries", "3"),
         ("table-level: paginated", "1"),
     ]
 
@@ -128,7 +134,7 @@ def test_render_shows_every_row_and_the_errors(store_redis, broker):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when)
     assert (code, observer, view, error) == ("timeout", "0123456789ab", "app.views.V", "too slow")
     assert lines[11] == "Precise invalidation (on)"
-    assert len(lines) == 15
+    assert len(lines) == 17
 
 
 def test_render_says_unknown_and_dashes_when_nothing_is_known():

@@ -94,6 +94,7 @@ def test_sweep_returns_what_it_removed(store_redis):
         "polls": 0,
         "rescheduled": 0,
         "requeued": 0,
+        "dispatches": 0,
     }
     assert store_redis.keys("rc:*") == []
     assert tasks.sweep() == dict.fromkeys(
@@ -105,6 +106,7 @@ def test_sweep_returns_what_it_removed(store_redis):
             "polls",
             "rescheduled",
             "requeued",
+            "dispatches",
         ),
         0,
     )

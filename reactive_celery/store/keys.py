@@ -20,12 +20,20 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
     touched:<oid>      set   "<table>:<pk>" or "<table>:*" changed since the last evaluation
+    probing:<oid>      token a commit left the observer to its table's probe dispatch
+    probe:<table>:pks  set   primary keys written, waiting for the table's dispatch
+    probe:<table>:obs  hash  observer id -> probing token, waiting for the table's dispatch
+    probe:<table>:queued flag the table's dispatch task waits in the broker
+    probe:<table>:taken:<task>:pks / :obs   what a running dispatch took (kept for a
+                             redelivery of its task should its worker die)
     watch              zset  observers being created, scored by expiry: queued for any table (index)
     poll               zset  polling observer ids, scored by next due time (index)
     stats:evaluations  count evaluations finished
     stats:timings      list  recent evaluation times in ms
     stats:errors       list  recent stopped observers (JSON)
     stats:skipped      count changes that precise invalidation found to concern no result
+    stats:dispatches   count probe dispatches that decided for observers
+    stats:probes       count probe queries those dispatches ran
 
 Lua scripts get every key they touch from these builders through ``KEYS``,
 never from a prefix inside the script. Values are JSON or plain strings.
@@ -72,13 +80,20 @@ __all__ = [
     "pattern",
     "poll",
     "prefix",
+    "probe_observers",
+    "probe_pks",
+    "probe_queued",
+    "probe_taken",
+    "probing",
     "queued",
     "retry",
     "sockets_of_address",
     "sockets_of_user",
     "starts",
+    "stats_dispatches",
     "stats_errors",
     "stats_evaluations",
+    "stats_probes",
     "stats_skipped",
     "stats_timings",
     "subscribe_rate",
@@ -210,6 +225,34 @@ def touched(oid: str) -> str:
     return _key("touched", _tag(oid))
 
 
+def probing(oid: str) -> str:
+    """Set by a commit that left the observer to its table's dispatch; cleared by the dispatch."""
+    return _key("probing", _tag(oid))
+
+
+def probe_pks(table: str) -> str:
+    """Primary keys of ``table`` written since its dispatch last took them."""
+    return _key("probe", _tag(table), "pks")
+
+
+def probe_observers(table: str) -> str:
+    """Observers (id -> probing token) a commit to ``table`` left to its dispatch."""
+    return _key("probe", _tag(table), "obs")
+
+
+def probe_queued(table: str) -> str:
+    """Set while a dispatch task for ``table`` waits in the broker."""
+    return _key("probe", _tag(table), "queued")
+
+
+def probe_taken(table: str, task: str) -> tuple[str, str]:
+    """The pks and the observers a dispatch task took for ``table``, until it is done."""
+    return (
+        _key("probe", _tag(table), "taken", task, "pks"),
+        _key("probe", _tag(table), "taken", task, "obs"),
+    )
+
+
 def watch() -> str:
     """Observers being created, queued for a write to any table."""
     return _index("watch")
@@ -228,6 +271,16 @@ def stats_evaluations() -> str:
 def stats_skipped() -> str:
     """Evaluations precise invalidation left out: the change concerned no result."""
     return _key("stats", "skipped")
+
+
+def stats_dispatches() -> str:
+    """Probe dispatches that decided for at least one observer."""
+    return _key("stats", "dispatches")
+
+
+def stats_probes() -> str:
+    """Probe queries run by dispatches (one per ``PROBE_CHUNK`` observers probed)."""
+    return _key("stats", "probes")
 
 
 def stats_timings() -> str:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import NoScriptError
 
 from ..conf import lock_ttl_ms, queued_ttl, reactive_settings
 from ..exceptions import ObserverBusy
@@ -34,6 +33,7 @@ __all__ = [
     "TOUCHED_CAP",
     "Begun",
     "HeldLock",
+    "Queued",
     "begin",
     "clear_starts",
     "finish",
@@ -41,9 +41,11 @@ __all__ = [
     "observer_lock",
     "queue",
     "queue_dependents",
+    "queue_or_probe",
     "rerun",
     "settled",
     "sync",
+    "touched_ttl",
     "unwatch",
     "watch",
 ]
@@ -75,18 +77,31 @@ end
 return out
 """
 
-# KEYS: touched, queued. ARGV: queued ttl s, touched ttl s, cap, then the entries.
+# KEYS: touched, queued, observer hash, lock, dirty, probing, committed.
+# ARGV: queued ttl s, touched ttl s, cap, probe table ('' for none), token, commit stamp
+# ('' for none), its ttl s, then the entries.
 # Recorded before the queued flag in one script, so the task that clears the flag
-# (``begin``) always finds what its change touched.
+# (``begin``) always finds what its change touched. Returns 1 (queued now), 0 (was
+# queued), or 2: idle and precise on the probe table, so left to the table's dispatch
+# (``probing`` set to the token; nothing else written, the dispatch stamps it).
 _TOUCH_AND_QUEUE = """
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2], KEYS[4], KEYS[5]) == 0 then
+  local found = redis.call('HGET', KEYS[3], 'invalidation')
+  local ok, how = pcall(cjson.decode, found or '')
+  if ok and type(how) == 'table' and how.table == ARGV[4] and (how.reason or '') == '' then
+    redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[1])
+    return 2
+  end
+end
 if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 4, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  for i = 8, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
   if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
     redis.call('DEL', KEYS[1])
     redis.call('SADD', KEYS[1], '*')
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[6], 'NX', 'EX', ARGV[7]) end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
@@ -104,7 +119,8 @@ def queue(oids: Iterable[str]) -> list[str]:
     return [oid for oid, fresh in zip(oids, pipe.execute(), strict=True) if fresh]
 
 
-def _touched_ttl() -> int:
+def touched_ttl() -> int:
+    """Lifetime of a touched set (and of what a commit pends for a probe dispatch)."""
     # Outlives the queued flag and the lock: it is read by whoever takes either. Past
     # them by a sweep interval, so a sweep finds the change of a task that was lost.
     held = max(queued_ttl(), lock_ttl_ms() / 1000)
@@ -121,55 +137,95 @@ def queue_dependents(
     records what it read of the change; the second list is marked queued, and
     the caller enqueues one evaluation for each.
     """
+    found = queue_or_probe(tables, pks, token="")
+    return found.dependents, found.fresh
+
+
+#: Seconds a commit stamp waits for an evaluation (``metrics.COMMIT_STAMP_TTL``).
+STAMP_TTL = 3600
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What a commit's ``queue_or_probe`` did."""
+
+    #: Every observer that read a written table.
+    dependents: list[str]
+    #: Marked queued now: the caller sends one evaluate task each.
+    fresh: list[str]
+    #: Table -> the observers left to its probe dispatch (``store.probes.pend``).
+    probing: dict[str, list[str]]
+
+
+def queue_or_probe(
+    tables: Iterable[str],
+    pks: Mapping[str, Collection[str]] | None = None,
+    *,
+    token: str,
+    stamp: str = "",
+) -> Queued:
+    """``queue_dependents``, leaving some observers to their table's probe dispatch.
+
+    With a ``token`` (one per commit), an observer that read no written table
+    but one whose primary keys are known, is idle (not queued, locked or dirty)
+    and is classified precise on that table is neither touched nor queued: its
+    ``probing`` flag takes the token and the caller pends it for the dispatch.
+    Without one (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
+    ``stamp``: the commit's time for the metrics (``keys.committed``), kept if earlier
+    than the one waiting, in the same script.
+    """
     ordered = sorted(set(tables))
     if not ordered:
-        return [], []
+        return Queued([], [], {})
     pks = pks or {}
     names = [keys.dependents(t) for t in ordered]
     r = client()
     flat = list(r.eval(_DEPENDENTS, len(names) + 1, *names, keys.watch()))
     found = list(zip(flat[::2], flat[1::2], strict=True))
     if not found:
-        return [], []
-    ttl, touched_ttl = queued_ttl(), _touched_ttl()
-    calls = []
+        return Queued([], [], {})
+    ttl, touched_for = queued_ttl(), touched_ttl()
+    calls, probe_tables = [], []
     for oid, indexes in found:
         entries = [ANY] if indexes == ANY else _entries(ordered, indexes, pks)
         if len(entries) > TOUCHED_CAP:
             entries = [ANY]
-        calls.append((keys.touched(oid), keys.queued(oid), ttl, touched_ttl, TOUCHED_CAP, *entries))
-    fresh = _touch_and_queue(r, calls)
+        table = _probe_table(ordered, indexes, pks) if token else ""
+        probe_tables.append(table)
+        calls.append(
+            (
+                *(keys.touched(oid), keys.queued(oid), keys.observer(oid)),
+                *(keys.lock(oid), keys.dirty(oid), keys.probing(oid), keys.committed(oid)),
+                *(ttl, touched_for, TOUCHED_CAP, table, token, stamp, STAMP_TTL, *entries),
+            )
+        )
+    codes = _touch_and_queue(r, calls)
     observers = [oid for oid, _ in found]
-    return observers, [oid for oid, new in zip(observers, fresh, strict=True) if new]
+    probing: dict[str, list[str]] = {}
+    for oid, table, code in zip(observers, probe_tables, codes, strict=True):
+        if code == 2:
+            probing.setdefault(table, []).append(oid)
+    fresh = [oid for oid, code in zip(observers, codes, strict=True) if code == 1]
+    return Queued(observers, fresh, probing)
 
 
-_touch_sha: str | None = None
+def _probe_table(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> str:
+    """The one written table an observer read, when its rows are known; else ''."""
+    if indexes == ANY or "," in indexes:
+        return ""
+    table = tables[int(indexes) - 1]
+    return table if pks.get(table) else ""
+
+
+#: ``_TOUCH_AND_QUEUE``'s KEYS per call: touched, queued, observer, lock, dirty,
+#: probing, committed.
+_TOUCH_KEYS = 7
 
 
 def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
-    """Run ``_TOUCH_AND_QUEUE`` once per call in one round trip.
-
-    By its SHA, loaded once per process: redis-py's pipelined scripts would ask
-    SCRIPT EXISTS first, a second round trip on every commit. A Redis that lost
-    its scripts (a restart) answers NOSCRIPT to all of them, so none ran: load
-    and send again.
-    """
-    global _touch_sha
-    if keys.clustered():
-        # A cluster pipeline refuses scripts: one pipeline per master instead.
-        return run_many(r, _TOUCH_AND_QUEUE, [(call[:2], call[2:]) for call in calls])
-    for attempt in range(2):
-        if _touch_sha is None or attempt:
-            _touch_sha = str(r.script_load(_TOUCH_AND_QUEUE))
-        pipe = r.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(_touch_sha, 2, *call)
-        try:
-            return list(pipe.execute())
-        except NoScriptError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    """Run ``_TOUCH_AND_QUEUE`` once per call in one round trip (one per master on a
+    cluster), by its SHA: no SCRIPT EXISTS before every commit."""
+    return run_many(r, _TOUCH_AND_QUEUE, [(c[:_TOUCH_KEYS], c[_TOUCH_KEYS:]) for c in calls])
 
 
 def _entries(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> list[str]:
@@ -316,11 +372,12 @@ def rerun(oid: str, token: str) -> tuple[str, ...] | None:
     return tuple(touched) if int(code) == 1 else None
 
 
-# KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.
+# KEYS: queued, lock, dirty, waiting, obs hash, probing. ARGV: waiting ttl s.
 # The observer has caught up with every committed write when no evaluation is queued,
-# running or owed: then its version; else the client waits (-1) for ``settled``.
+# running, owed or being decided by a dispatch: then its version; else the client
+# waits (-1) for ``settled``.
 _SYNC = """
-if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[6]) > 0 then
   redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
   return -1
 end
@@ -335,8 +392,9 @@ return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
 
 
 def idle(oid: str) -> bool:
-    """True when no evaluation of ``oid`` is queued, running or owed: its result is current."""
-    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid))
+    """True when no evaluation of ``oid`` is queued, running, owed or being decided by a
+    probe dispatch: its result is current."""
+    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid), keys.probing(oid))
 
 
 def sync(oid: str) -> int | None:
@@ -348,12 +406,13 @@ def sync(oid: str) -> int | None:
     version = int(
         client().eval(
             _SYNC,
-            5,
+            6,
             keys.queued(oid),
             keys.lock(oid),
             keys.dirty(oid),
             keys.waiting(oid),
             keys.observer(oid),
+            keys.probing(oid),
             queued_ttl(),
         )
     )

@@ -447,6 +447,46 @@ def requeue_crashed() -> list[str]:
     return requeued
 
 
+# KEYS: probe:<table>:obs, probe:<table>:queued (one table). ARGV: queued ttl (s).
+# 1: commits left observers to the table's dispatch and no dispatch task waits for
+# them (its message was lost); marked queued.
+_REQUEUE_DISPATCH = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return 1
+"""
+
+
+def requeue_lost_dispatches() -> list[str]:
+    """Tables whose probe dispatch task was lost, each marked queued; one task each.
+
+    What commits pend for a dispatch outlives its queued flag (``locks.touched_ttl``),
+    so a task lost between the broker's pop and its unacked record shows as pended
+    observers with no flag. Until a dispatch decides, those observers are not idle.
+    """
+    r = client()
+    tables: set[str] = set()
+    for names in _batches(r, keys.pattern("probe", "*", "obs")):
+        for name in names:
+            table = _id_in(name)
+            if name == keys.probe_observers(table):  # not a running dispatch's taken keys
+                tables.add(table)
+    ordered = sorted(tables)
+    calls: list[Call] = [
+        ([keys.probe_observers(t), keys.probe_queued(t)], [queued_ttl()]) for t in ordered
+    ]
+    lost = [
+        t for t, done in zip(ordered, run_many(r, _REQUEUE_DISPATCH, calls), strict=True) if done
+    ]
+    for table in lost:
+        logger.warning(
+            "Requeued the probe dispatch of %s: its task was lost",
+            table,
+            extra={"table": table},
+        )
+    return lost
+
+
 def sweep() -> dict[str, int]:
     """Remove expired subscribers and abandoned observers; return what was removed.
 

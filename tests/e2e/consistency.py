@@ -133,7 +133,11 @@ def quiet(redis_client, clients: list[ConsistentClient], timeout: float = 90, br
     while time.monotonic() < deadline:
         busy = (
             any(
-                redis_client.keys(pattern) for pattern in ("rc:queued:*", "rc:lock:*", "rc:dirty:*")
+                redis_client.keys(pattern)
+                for pattern in (
+                    *("rc:queued:*", "rc:lock:*", "rc:dirty:*"),
+                    *("rc:probing:*", "rc:probe:*:queued"),
+                )
             )
             or _untaken_changes(redis_client)
             or broker.llen("celery") > 0

@@ -1,0 +1,176 @@
+"""A table's probe dispatch: one task decides for all its idle precise observers at once.
+
+On commit, an observer that read no written table but ``T``, whose written
+primary keys are known, that is idle (not queued, locked or dirty) and that is
+classified precise on ``T`` is not queued: the commit flags it ``probing``
+with the commit's token and pends it, with the pks, for ``T``'s dispatch
+(``store.probes.pend``; one ``dispatch`` task per table until it starts).
+The dispatch then, in one task:
+
+1. takes everything pended for ``T`` (later commits pend anew and send another);
+2. reads every candidate's busy state and stored result, one round trip;
+3. busy candidates take today's path with the pks (``touched``, queued): the
+   evaluation under the lock decides, as it does for every other observer;
+4. an idle candidate whose stored result holds a pk is queued;
+5. the other idle candidates are probed together, one query
+   (``invalidation.probe``) as their users: matched ones are queued, the rest
+   are released (``stats:skipped``, waiting clients told they caught up).
+
+Queued ones get ``T:*`` (decided: the evaluation need not probe again), busy
+ones ``T:<pk>``.
+
+Why dropping an idle observer is sound. A write W to row p commits before its
+on_commit callback pends the observer, so the dispatch reads the observer
+(step 2) and runs its probe (step 5) after W is committed. At step 2 the
+observer is idle, so the stored result is that of an evaluation E that has
+finished; E read the database either after W (its result already reflects W)
+or before W (an evaluation that began before the commit and released its lock
+before step 2 looked: W then never marked it dirty). In the second case the
+stored result is the one from before W: if it does not hold p, p was not in
+the result before W; if the probe, run after W, does not match p, p is not in
+it after W. A change to row p of ``T`` changes neither, so the result stands.
+A later write to p pends the observer again and is decided by the next
+dispatch. An observer that is busy at step 2 may be running an evaluation
+that read before W, or about to start one: it is left to the lock, exactly
+as without the dispatch. Until the dispatch clears its ``probing`` flag the
+observer is not idle to ``sync`` and subscriptions (``locks.idle``), so no
+client hears "caught up" before the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import QuerySet
+
+from . import broadcast, invalidation, metrics, protocol
+from .conf import reactive_settings
+from .invalidation import Invalidation
+from .spec import ObserverSpec
+from .store import probes
+from .store.locks import ANY
+
+__all__ = ["Decision", "decide", "dispatch"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    """What one dispatch decided: touched entries per observer to queue, and those dropped."""
+
+    owed: dict[str, list[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    #: Candidates probed (in one query per ``PROBE_CHUNK``).
+    probed: int = 0
+
+
+def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
+    """Called by the ``dispatch`` task: decide for everything pended for ``table``.
+
+    ``requeue(oid)`` sends one evaluate task (``tasks.enqueue_evaluation``);
+    ``task``: the task's id, under which what it takes is kept until it is done,
+    so a redelivery after its worker died decides the same observers.
+    """
+    pks, tokens = probes.take(table, task)
+    if not tokens:
+        probes.release([], {}, skipped=0, queries=0, taken=(table, task), decided=False)
+        return Decision()  # an earlier dispatch took what this one was sent for
+    decision = decide(table, pks, list(tokens))
+    for oid in probes.queue(decision.owed, tokens, stamps=metrics.enabled()):
+        requeue(oid)
+    released = probes.release(
+        [*decision.dropped, *decision.gone],
+        tokens,
+        skipped=len(decision.dropped),
+        queries=-(-decision.probed // invalidation.PROBE_CHUNK),
+        taken=(table, task),
+    )
+    if released:
+        broadcast.send(
+            group_sends=[
+                (broadcast.group_name(oid), protocol.synced_message(oid, version))
+                for oid, version in released.items()
+            ]
+        )
+    return decision
+
+
+def decide(table: str, pks: set[str], oids: list[str]) -> Decision:
+    """Which of ``oids`` a write of ``pks`` to ``table`` may concern (see the module)."""
+    decision = Decision()
+    rows = [f"{table}:{pk}" for pk in sorted(pks)]
+    if not pks or ANY in pks or not reactive_settings.PRECISE_INVALIDATION:
+        decision.owed = {oid: [f"{table}:{ANY}"] for oid in oids}
+        return decision
+    idle: dict[str, ObserverSpec] = {}
+    for candidate in probes.read(oids):
+        if not candidate.spec:
+            decision.gone.append(candidate.oid)
+            continue
+        spec = _precise_spec(candidate, table)
+        if candidate.busy or spec is None:
+            decision.owed[candidate.oid] = rows
+        elif pks & _held(spec, candidate.items):
+            decision.owed[candidate.oid] = [f"{table}:{ANY}"]
+        else:
+            idle[candidate.oid] = spec
+    if idle:
+        matched = _probe(table, idle, pks)
+        for oid in idle:
+            if oid in matched:
+                decision.owed[oid] = [f"{table}:{ANY}"]
+            else:
+                decision.dropped.append(oid)
+        decision.probed = len(idle)
+    return decision
+
+
+def _precise_spec(candidate: probes.Candidate, table: str) -> ObserverSpec | None:
+    """The candidate's spec if it is (still) classified precise on ``table``."""
+    try:
+        how = Invalidation(**json.loads(candidate.invalidation))
+        if not how.precise or how.table != table:
+            return None
+        return ObserverSpec.from_json(candidate.spec)
+    except (TypeError, ValueError):
+        return None
+
+
+def _held(spec: ObserverSpec, items_json: str) -> set[str]:
+    return {str(item.get(spec.primary_key)) for item in json.loads(items_json or "[]")}
+
+
+def _probe(table: str, specs: dict[str, ObserverSpec], pks: set[str]) -> set[str]:
+    """The observers whose query matches any of ``pks`` now; all of them if any fails."""
+    unknown: set[str] = set()
+    try:
+        users = invalidation.users(specs.values())
+        querysets: list[tuple[str, QuerySet[Any], list[Any]]] = []
+        for oid, spec in specs.items():
+            user = users.get(spec.user) if spec.user else AnonymousUser()
+            if user is None:
+                unknown.add(oid)  # the user is gone: the evaluation stops the observer
+                continue
+            queryset = invalidation.probe_queryset(spec, user)
+            pk = queryset.model._meta.pk
+            querysets.append((oid, queryset, [pk.to_python(row) for row in pks]))
+        found = invalidation.probe([(queryset, rows) for _, queryset, rows in querysets])
+    except Exception as exc:
+        # Evaluating is always correct; the evaluations report the views' own errors.
+        logger.info(
+            "Probe dispatch for %s fell back to %d evaluations (%s: %s)",
+            table,
+            len(specs),
+            type(exc).__name__,
+            exc,
+            extra={"table": table},
+        )
+        return set(specs)
+    return unknown | {querysets[index][0] for index in found}
