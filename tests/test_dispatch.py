@@ -218,9 +218,7 @@ def test_a_dispatch_whose_worker_died_decides_the_same_observers_when_redelivere
     assert not store_redis.keys("rc:probe:*")  # what it took is forgotten once done
 
 
-def test_a_dispatch_whose_message_was_lost_is_sent_again_by_the_sweep(
-    store_redis, broker, caplog
-):
+def test_a_dispatch_whose_message_was_lost_is_sent_again_by_the_sweep(store_redis, broker, caplog):
     from reactive_celery.store.sweep import requeue_lost_dispatches
 
     oids = groups(4)
