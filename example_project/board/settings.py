@@ -72,6 +72,17 @@ DATABASES = {
         "OPTIONS": {"timeout": 30},
     }
 }
+if os.environ.get("DEMO_PG_HOST"):
+    # docs/deployment/compose.yaml: PostgreSQL as docs/deployment.md configures it.
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ["DEMO_PG_HOST"],
+        "NAME": os.environ.get("DEMO_PG_NAME", "board"),
+        "USER": os.environ.get("DEMO_PG_USER", "postgres"),
+        "PASSWORD": os.environ.get("DEMO_PG_PASSWORD", ""),
+        "CONN_MAX_AGE": 0,
+    }
+    CELERY_DB_REUSE_MAX = 100
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -106,7 +117,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-REACTIVE_CELERY = {"REDIS_URL": f"{REDIS_URL}/0"}
+REACTIVE_CELERY = {
+    "REDIS_URL": f"{REDIS_URL}/0",
+    # "triggers" (PostgreSQL only) with manage.py reactive_listen running: see compose.yaml.
+    "CHANGE_SOURCE": os.environ.get("DEMO_CHANGE_SOURCE", "signals"),
+}
 
 LOGGING = {
     "version": 1,

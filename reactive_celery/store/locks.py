@@ -30,6 +30,7 @@ from .scripts import run_many
 
 __all__ = [
     "ANY",
+    "STAMP_TTL",
     "TOUCHED_CAP",
     "Begun",
     "HeldLock",

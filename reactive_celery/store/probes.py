@@ -220,7 +220,8 @@ def release(
     ]
     versions = _pipelined(r, _RELEASE, 6, calls)
     pipe = r.pipeline(transaction=False)
-    pipe.delete(*keys.probe_taken(*taken))
+    for name in keys.probe_taken(*taken):
+        pipe.delete(name)  # one key a call: a cluster pipeline refuses multi-key DEL
     for name, count in (
         (keys.stats_dispatches(), 1 if decided else 0),
         (keys.stats_probes(), queries),

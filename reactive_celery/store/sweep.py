@@ -35,7 +35,7 @@ from . import keys, locks, observers
 from .connection import client
 from .scripts import Call, run_many
 
-__all__ = ["BATCH", "LOCK_MS", "requeue_crashed", "sweep"]
+__all__ = ["BATCH", "LOCK_MS", "requeue_crashed", "requeue_lost_dispatches", "sweep"]
 
 logger = logging.getLogger("reactive_celery.sweep")  # the name docs/operations.md gives
 
