@@ -151,13 +151,18 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- dcrf --sockets 50 200 --rate 10 50`` runs the comparison
     with djangochannelsrestframework (tests/benchmarks/compare_dcrf.py) instead;
     ``nox -s bench -- suite --database postgres --runs 3 --compare main`` the
-    scenario suite (tests/benchmarks/suite.py, docs/performance.md).
+    scenario suite (tests/benchmarks/suite.py, docs/performance.md);
+    ``nox -s bench -- redis-memory --runs 3`` Redis bytes per observer and per
+    subscriber (tests/benchmarks/redis_memory.py, docs/deployment.md).
     """
     session.install("-e", ".[test]")
     if session.posargs[:1] == ["suite"]:
         # psutil: CPU and peak RSS of each deployment process; matplotlib: the latency plot.
         session.install("psutil", "matplotlib")
         session.run("python", "-m", "tests.benchmarks.suite", *session.posargs[1:])
+        return
+    if session.posargs[:1] == ["redis-memory"]:
+        session.run("python", "-m", "tests.benchmarks.redis_memory", *session.posargs[1:])
         return
     if session.posargs[:1] == ["dcrf"]:
         session.install("djangochannelsrestframework")
