@@ -12,6 +12,7 @@
     nox -s package                             # build, check, install and smoke-test wheel and npm
     nox -s tutorial                            # docs/tutorial.md followed literally, end to end
     nox -s bench -- suite --runs 3             # the scenario suite (docs/performance.md)
+    nox -s bench -- redis-memory --runs 3      # Redis memory per observer (docs/deployment.md)
     nox -s tests -- -k observe -x              # arguments after -- go to pytest
 
 The postgres cell uses REACTIVE_PG_HOST / REACTIVE_PG_PORT / REACTIVE_PG_USER /
