@@ -12,6 +12,7 @@
     nox -s package                             # build, check, install and smoke-test wheel and npm
     nox -s tutorial                            # docs/tutorial.md followed literally, end to end
     nox -s bench -- suite --runs 3             # the scenario suite (docs/performance.md)
+    nox -s bench -- redis-memory --runs 3      # Redis memory per observer (docs/deployment.md)
     nox -s tests -- -k observe -x              # arguments after -- go to pytest
 
 The postgres cell uses REACTIVE_PG_HOST / REACTIVE_PG_PORT / REACTIVE_PG_USER /
@@ -151,13 +152,18 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- dcrf --sockets 50 200 --rate 10 50`` runs the comparison
     with djangochannelsrestframework (tests/benchmarks/compare_dcrf.py) instead;
     ``nox -s bench -- suite --database postgres --runs 3 --compare main`` the
-    scenario suite (tests/benchmarks/suite.py, docs/performance.md).
+    scenario suite (tests/benchmarks/suite.py, docs/performance.md);
+    ``nox -s bench -- redis-memory --runs 3`` Redis bytes per observer and per
+    subscriber (tests/benchmarks/redis_memory.py, docs/deployment.md).
     """
     session.install("-e", ".[test]")
     if session.posargs[:1] == ["suite"]:
         # psutil: CPU and peak RSS of each deployment process; matplotlib: the latency plot.
         session.install("psutil", "matplotlib")
         session.run("python", "-m", "tests.benchmarks.suite", *session.posargs[1:])
+        return
+    if session.posargs[:1] == ["redis-memory"]:
+        session.run("python", "-m", "tests.benchmarks.redis_memory", *session.posargs[1:])
         return
     if session.posargs[:1] == ["dcrf"]:
         session.install("djangochannelsrestframework")

@@ -72,15 +72,18 @@ DATABASES = {
         "OPTIONS": {"timeout": 30},
     }
 }
+# docs/deployment/compose.yaml runs the demo on PostgreSQL: DEMO_PG_HOST selects it.
 if os.environ.get("DEMO_PG_HOST"):
-    # docs/deployment/compose.yaml: PostgreSQL as docs/deployment.md configures it.
-    DATABASES["default"] = {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ["DEMO_PG_HOST"],
-        "NAME": os.environ.get("DEMO_PG_NAME", "board"),
-        "USER": os.environ.get("DEMO_PG_USER", "postgres"),
-        "PASSWORD": os.environ.get("DEMO_PG_PASSWORD", ""),
-        "CONN_MAX_AGE": 0,
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["DEMO_PG_HOST"],
+            "PORT": os.environ.get("DEMO_PG_PORT", "5432"),
+            "NAME": os.environ.get("DEMO_PG_NAME", "board"),
+            "USER": os.environ.get("DEMO_PG_USER", "postgres"),
+            "PASSWORD": os.environ.get("DEMO_PG_PASSWORD", ""),
+            "CONN_MAX_AGE": 0,
+        }
     }
     CELERY_DB_REUSE_MAX = 100
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -119,8 +122,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 REACTIVE_CELERY = {
     "REDIS_URL": f"{REDIS_URL}/0",
-    # "triggers" (PostgreSQL only) with manage.py reactive_listen running: see compose.yaml.
+    # "triggers" (PostgreSQL only) needs `manage.py reactive_listen` running.
     "CHANGE_SOURCE": os.environ.get("DEMO_CHANGE_SOURCE", "signals"),
+    # Reactive work on its own queue, apart from the app's other tasks.
+    "QUEUE": os.environ.get("DEMO_REACTIVE_QUEUE") or None,
 }
 
 LOGGING = {

@@ -1,180 +1,224 @@
-"""Redis memory per observer, per replay-log entry, per subscriber and per subscription.
+"""Redis memory per observer, per subscriber and per subscription, through the real store API.
 
-    python -m tests.benchmarks.redis_memory --runs 3
-    python -m tests.benchmarks.redis_memory --runs 1 --observers 20 --subscribers 50  # smoke
+    python -m tests.benchmarks.redis_memory --observers 1000 --subscribers 10000 --runs 3
+    python -m tests.benchmarks.redis_memory --smoke
 
-Fills a private Redis through the store's own calls (``observers.save``,
-``subscribers.register``, ``subscribers.subscribe``) with results of 10, 100
-and 1,000 rows of a small serializer (five fields, about 90 bytes of JSON a
-row), and reads ``used_memory`` from ``INFO memory`` before and after each
-step; ``MEMORY USAGE`` of sample keys says where the bytes go. Prints
-the medians of the runs as a Markdown table (what docs/deployment.md quotes)
-and, with ``--json``, writes them to a file.
+Starts a private ``redis-server`` (an empty one per run, so nothing else's keys
+count), writes observers holding lists of 10, 100 and 1,000 rows of a small
+serializer with ``observers.save``, registers subscribers with
+``subscribers.register`` and subscribes each to one observer, and reports the
+``INFO memory`` ``used_memory`` delta divided by the count (the median of
+``--runs``), beside ``MEMORY USAGE`` of one sample key. The replay log's cost is
+``REPLAY_BUFFER`` one-row diffs kept for one observer. Figures go in
+docs/deployment.md ("Redis sizing").
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
-import uuid
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
-#: Result sizes measured, in rows.
-SIZES = (10, 100, 1000)
+__all__ = ["ROW_COUNTS", "measure", "row"]
+
+#: Result sizes measured: a short list, a page, a large unpaginated list.
+ROW_COUNTS = (10, 100, 1000)
+TABLE = "testapp_item"
 
 
-def row(i: int) -> dict[str, Any]:
-    """One row as the test app's ItemSerializer gives it."""
+def row(pk: int) -> dict[str, Any]:
+    """One row of a small serializer (id, name, price, a timestamp, a flag, a foreign key)."""
     return {
-        "id": i,
-        "name": f"item number {i}",
-        "position": i % 97,
-        "enabled": i % 2 == 0,
-        "group": f"group-{i % 13}",
+        "id": pk,
+        "name": f"Item number {pk}",
+        "price": f"{pk % 1000}.99",
+        "created": "2026-12-02T21:15:03.123456Z",
+        "active": pk % 2 == 0,
+        "owner": pk % 37,
     }
 
 
-def used(r: Any) -> int:
-    return int(r.info("memory")["used_memory"])
+def _used(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
 
 
-def observers_of(size: int, count: int, run: str) -> list[str]:
-    from reactive_celery.store import observers
-    from tests.specs import spec_for
+def _delta(client: Any, work: Callable[[], None]) -> int:
+    before = _used(client)
+    work()
+    return _used(client) - before
 
-    oids = []
-    for n in range(count):
-        oid = f"bench-{run}-{size}-{n}"
-        spec = spec_for(query=[("position", str(n)), ("size", str(size))]).to_json()
-        items = [row(i) for i in range(size)]
-        observers.save(
-            oid, spec=spec, items=items, meta={}, version=1, tables=["testapp_item"], creator=""
+
+def _spec(index: int) -> str:
+    # The shape of a real spec, so the hash's spec field costs what it does in production.
+    return (
+        '{"action":"list","kwargs":{},"path":"/api/items/","query":[["page","'
+        + str(index)
+        + '"]],"user":"42","viewset":"example_project.shop.views.ItemViewSet"}'
+    )
+
+
+def one_run(client: Any, observers: int, subscribers: int) -> dict[str, float]:
+    """Bytes per unit in one empty Redis: observers by result size, sockets, subscriptions, logs."""
+    from reactive_celery.conf import reactive_settings
+    from reactive_celery.store import keys
+    from reactive_celery.store import observers as store_observers
+    from reactive_celery.store import subscribers as store_subscribers
+
+    figures: dict[str, float] = {}
+    for rows in ROW_COUNTS:
+        items = [row(pk) for pk in range(rows)]
+        batch = [f"obs-{rows}-{i:08d}" for i in range(observers)]
+
+        def write(batch: list[str] = batch, items: list[dict[str, Any]] = items) -> None:
+            for i, oid in enumerate(batch):
+                store_observers.save(
+                    oid,
+                    spec=_spec(i),
+                    items=items,
+                    meta={"primary_key": "id"},
+                    version=1,
+                    tables=[TABLE],
+                    creator="42",
+                )
+
+        figures[f"observer_{rows}_rows"] = _delta(client, write) / observers
+        figures[f"observer_{rows}_rows_key"] = client.memory_usage(
+            keys.observer(batch[0]), samples=0
         )
-        oids.append(oid)
-    return oids
 
+    sids = [f"sub-{i:010d}" for i in range(subscribers)]
 
-def fill_logs(oids: list[str], size: int, entries: int) -> None:
-    """``entries`` one-row diffs per observer, as the replay buffer keeps them."""
-    from reactive_celery.store import observers
-    from tests.specs import spec_for
+    def register() -> None:
+        # One user per socket: the per-user socket set is part of a subscriber's cost.
+        for i, sid in enumerate(sids):
+            store_subscribers.register(sid, f"specific.abc123!{sid}", f"user-{i}", "")
 
-    items = [row(i) for i in range(size)]
-    for oid in oids:
-        spec = spec_for(query=[("position", oid), ("size", str(size))]).to_json()
-        for version in range(2, entries + 2):
-            changed = dict(items[version % size], name=f"renamed {version}")
-            items[version % size] = changed
+    figures["subscriber"] = _delta(client, register) / subscribers
+    figures["subscriber_key"] = client.memory_usage(keys.subscriber(sids[0]), samples=0)
+
+    followed = f"obs-{ROW_COUNTS[0]}-{0:08d}"
+
+    def subscribe() -> None:
+        for sid in sids:
+            store_subscribers.subscribe(followed, sid)
+
+    figures["subscription"] = _delta(client, subscribe) / subscribers
+
+    buffer = int(reactive_settings.REPLAY_BUFFER)
+    logged = [f"obs-{ROW_COUNTS[0]}-{i:08d}" for i in range(min(observers, 100))]
+    small = [row(pk) for pk in range(ROW_COUNTS[0])]
+
+    def fill_logs() -> None:
+        for version in range(2, buffer + 2):
+            changed = {**small[0], "name": f"Renamed {version}"}
             diff = {
                 "version": version,
                 "primary_key": "id",
-                "changes": [{"msg": "changed", "order": version % size, "item": changed}],
+                "changes": [{"msg": "changed", "order": 0, "item": changed}],
             }
-            observers.save(
-                oid,
-                spec=spec,
-                items=items,
-                meta={},
-                version=version,
-                tables=["testapp_item"],
-                creator="",
-                diff=diff,
-            )
+            for i, oid in enumerate(logged):
+                store_observers.save(
+                    oid,
+                    spec=_spec(i),
+                    items=[changed, *small[1:]],
+                    meta={"primary_key": "id"},
+                    version=version,
+                    tables=[TABLE],
+                    creator="42",
+                    diff=diff,
+                )
 
-
-def one_run(r: Any, count: int, subscribers_n: int, per_subscriber: int) -> dict[str, float]:
-    from reactive_celery.conf import reactive_settings
-    from reactive_celery.store import keys, subscribers
-
-    run = uuid.uuid4().hex[:6]
-    r.flushdb()
-    figures: dict[str, float] = {}
-    for size in SIZES:
-        n = max(1, count // 10) if size >= 1000 else count
-        before = used(r)
-        oids = observers_of(size, n, run)
-        figures[f"observer_{size}"] = (used(r) - before) / n
-        figures[f"observer_{size}_key"] = float(r.memory_usage(keys.observer(oids[0])) or 0)
-        entries = int(reactive_settings.REPLAY_BUFFER)
-        before = used(r)
-        fill_logs(oids[: max(1, n // 4)], size, entries)
-        logged = max(1, n // 4)
-        figures[f"log_{size}"] = (used(r) - before) / logged
-    before = used(r)
-    sids = [f"bench-sub-{run}-{n}" for n in range(subscribers_n)]
-    for sid in sids:
-        subscribers.register(sid, f"specific.bench!{sid}", "")
-    figures["subscriber"] = (used(r) - before) / subscribers_n
-    targets = observers_of(10, per_subscriber, run + "t")
-    before = used(r)
-    for sid in sids:
-        for oid in targets:
-            subscribers.subscribe(oid, sid)
-    figures["subscription"] = (used(r) - before) / (subscribers_n * per_subscriber)
+    # Each result is rewritten with the same size: the delta is the logs'.
+    figures["replay_log"] = _delta(client, fill_logs) / len(logged)
+    figures["replay_log_key"] = client.memory_usage(keys.observer_log(logged[0]), samples=0)
+    figures["replay_buffer"] = buffer
     return figures
 
 
-def table(medians: dict[str, float], runs: int, buffer: int) -> str:
+def measure(
+    fresh_redis: Callable[[], Any], *, observers: int, subscribers: int, runs: int
+) -> dict[str, float]:
+    """Median over ``runs`` of ``one_run``; ``fresh_redis()`` gives a client of an empty store."""
+    results = []
+    for _ in range(runs):
+        client = fresh_redis()
+        results.append(one_run(client, observers, subscribers))
+    return {name: statistics.median(r[name] for r in results) for name in results[0]}
+
+
+def report(figures: dict[str, float]) -> str:
     lines = [
-        f"Redis memory, medians of {runs} runs (`python -m tests.benchmarks.redis_memory"
-        f" --runs {runs}`), `used_memory` deltas:",
-        "",
-        "| what | bytes each | `MEMORY USAGE` of its hash |",
-        "| --- | ---: | ---: |",
+        "what                              bytes (INFO used_memory delta)   MEMORY USAGE of one key"
     ]
-    for size in SIZES:
+    for rows in ROW_COUNTS:
         lines.append(
-            f"| observer, {size:,}-row result | {medians[f'observer_{size}']:,.0f} "
-            f"| {medians[f'observer_{size}_key']:,.0f} |"
+            f"observer, {rows:>5} rows              {figures[f'observer_{rows}_rows']:>12,.0f}"
+            f"                 {figures[f'observer_{rows}_rows_key']:>10,.0f}"
         )
-    for size in SIZES:
-        lines.append(
-            f"| replay log of {buffer} one-row diffs, {size:,}-row observer "
-            f"| {medians[f'log_{size}']:,.0f} | |"
-        )
-    lines.append(f"| subscriber (a socket) | {medians['subscriber']:,.0f} | |")
     lines.append(
-        f"| subscription (a socket following an observer) | {medians['subscription']:,.0f} | |"
+        f"subscriber (socket)               {figures['subscriber']:>12,.0f}"
+        f"                 {figures['subscriber_key']:>10,.0f}"
+    )
+    lines.append(f"subscription (observer x socket)  {figures['subscription']:>12,.0f}")
+    lines.append(
+        f"replay log, {figures['replay_buffer']:.0f} one-row diffs     "
+        f"{figures['replay_log']:>12,.0f}"
+        f"                 {figures['replay_log_key']:>10,.0f}"
     )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--observers", type=int, default=1000, help="observers per result size")
+    parser.add_argument("--subscribers", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--observers", type=int, default=200, help="per result size (1/10 at 1,000 rows)"
-    )
-    parser.add_argument("--subscribers", type=int, default=2000)
-    parser.add_argument(
-        "--per-subscriber", type=int, default=5, help="subscriptions per subscriber"
-    )
-    parser.add_argument("--json", help="write the medians to this file")
-    args = parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, one run")
+    args = parser.parse_args()
+    if args.smoke:
+        args.observers, args.subscribers, args.runs = 20, 50, 1
 
     import django
+    import redis
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from reactive_celery.testing import redis_server
 
     django.setup()
-    from reactive_celery.conf import reactive_settings
-    from reactive_celery.store.connection import client
+    servers: list[Any] = []
 
-    r = client()
-    runs = [
-        one_run(r, args.observers, args.subscribers, args.per_subscriber) for _ in range(args.runs)
-    ]
-    r.flushdb()
-    medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-    print(table(medians, args.runs, int(reactive_settings.REPLAY_BUFFER)))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"runs": args.runs, "medians": medians}, out, indent=2)
-    return 0
+    def fresh_redis() -> Any:
+        for process in servers:
+            redis_server.stop_process(process)
+        process, url = redis_server.start()
+        servers[:] = [process]
+        override = override_settings(
+            REACTIVE_CELERY={
+                **settings.REACTIVE_CELERY,
+                "REDIS_URL": f"{url}/0",
+            }
+        )
+        override.enable()
+        return redis.Redis.from_url(f"{url}/0")
+
+    try:
+        figures = measure(
+            fresh_redis, observers=args.observers, subscribers=args.subscribers, runs=args.runs
+        )
+    finally:
+        for process in servers:
+            redis_server.stop_process(process)
+    print(
+        f"{args.observers} observers per size, {args.subscribers} subscribers, "
+        f"median of {args.runs} run(s); redis-server {redis_server.find_binary()}"
+    )
+    print(report(figures))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
