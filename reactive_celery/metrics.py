@@ -17,7 +17,7 @@ live gauges (sockets) leave the sums. Names, documented in docs/operations.md::
     reactive_celery_frames_sent_total{protocol}       counter   WebSocket frames sent
     reactive_celery_sockets{pid}                      gauge     open sockets of each ASGI process
     reactive_celery_outbox_peak_frames{pid}           gauge     most frames one socket had waiting
-    reactive_celery_frames_coalesced_total            counter   diffs a slow socket never got (superseded)
+    reactive_celery_frames_coalesced_total            counter   diffs slow sockets skipped
     reactive_celery_channel_layer_errors_total        counter   failed channel-layer operations
     reactive_celery_errors_total{source,code}         counter   stopped observers, refused requests
 
