@@ -16,6 +16,8 @@ live gauges (sockets) leave the sums. Names, documented in docs/operations.md::
     reactive_celery_commit_to_push_seconds            histogram a write's commit to its diff's push
     reactive_celery_frames_sent_total{protocol}       counter   WebSocket frames sent
     reactive_celery_sockets{pid}                      gauge     open sockets of each ASGI process
+    reactive_celery_outbox_peak_frames{pid}           gauge     most frames one socket had waiting
+    reactive_celery_frames_coalesced_total            counter   diffs slow sockets skipped
     reactive_celery_channel_layer_errors_total        counter   failed channel-layer operations
     reactive_celery_errors_total{source,code}         counter   stopped observers, refused requests
 
@@ -58,6 +60,8 @@ __all__ = [
     "installed",
     "layer_error",
     "multiprocess_dir",
+    "outbox_coalesced",
+    "outbox_filled",
     "process_exited",
     "socket_closed",
     "socket_opened",
@@ -109,6 +113,15 @@ if prometheus_client is not None:
     # One series per live ASGI process: a dead process's sockets are gone with it.
     _SOCKETS = prometheus_client.Gauge(
         f"{NAMESPACE}_sockets", "Open WebSocket connections.", multiprocess_mode="liveall"
+    )
+    _OUTBOX_PEAK = prometheus_client.Gauge(
+        f"{NAMESPACE}_outbox_peak_frames",
+        "The most frames one socket of this process has had waiting at once, after coalescing.",
+        multiprocess_mode="liveall",
+    )
+    _COALESCED = prometheus_client.Counter(
+        f"{NAMESPACE}_frames_coalesced",
+        "Diffs dropped from a slow socket's outgoing frames: a later diff superseded them.",
     )
     _LAYER_ERRORS = prometheus_client.Counter(
         f"{NAMESPACE}_channel_layer_errors",
@@ -196,6 +209,24 @@ def socket_closed(accepted: bool) -> None:
     """Called once when a consumer ends; only an accepted socket was counted open."""
     if accepted and enabled():
         _SOCKETS.dec()
+
+
+#: This process's outbox high-water mark: the gauge is set only when it rises.
+_outbox_peak = 0
+
+
+def outbox_filled(frames: int) -> None:
+    """Called after a socket's outbox took a message, with the frames now waiting."""
+    global _outbox_peak
+    if frames > _outbox_peak and enabled():
+        _outbox_peak = frames
+        _OUTBOX_PEAK.set(frames)
+
+
+def outbox_coalesced(dropped: int) -> None:
+    """Called when a slow socket's superseded diffs were dropped."""
+    if dropped and enabled():
+        _COALESCED.inc(dropped)
 
 
 def layer_error() -> None:

@@ -232,3 +232,20 @@ def test_every_dashboard_expr_names_exported_metrics_and_every_metric_has_a_pane
     families = {f.name for f in ours} | {f.name for f in StoreCollector().collect()}
     unused = {f for f in families if not any(name.startswith(f) for name in used)}
     assert not unused
+
+
+def test_a_slow_sockets_outbox_records_its_high_water_mark_and_what_it_coalesced():
+    from reactive_celery.consumers.outbox import Outbox
+
+    coalesced = value("reactive_celery_frames_coalesced_total")
+    box = Outbox(limit=3)
+    for version in range(1, 11):
+        box.put("a", version, [f"a{version}"])
+    # Ten diffs into a limit of three: seven superseded, never more than three waiting.
+    assert value("reactive_celery_frames_coalesced_total") == coalesced + box.coalesced
+    assert box.coalesced > 0
+    peak = value("reactive_celery_outbox_peak_frames")
+    assert peak >= 3
+    metrics.outbox_filled(int(peak) + 5)
+    metrics.outbox_filled(1)  # a high-water mark does not fall
+    assert value("reactive_celery_outbox_peak_frames") == peak + 5

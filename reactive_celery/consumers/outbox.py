@@ -12,6 +12,8 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from .. import metrics
+
 __all__ = ["OUTBOX_LIMIT", "Outbox"]
 
 #: Frames a socket may have waiting before its diffs are coalesced.
@@ -50,6 +52,7 @@ class Outbox:
         self.frames += len(texts)
         if self.frames > self.limit:
             self._coalesce()
+        metrics.outbox_filled(self.frames)
         self._ready.set()
 
     def _coalesce(self) -> None:
@@ -62,7 +65,9 @@ class Outbox:
             for index, entry in enumerate(self.entries)
             if entry[1] is None or latest[entry[0]] == index
         )
-        self.coalesced += len(self.entries) - len(kept)
+        dropped = len(self.entries) - len(kept)
+        self.coalesced += dropped
+        metrics.outbox_coalesced(dropped)
         self.entries = kept
         self.frames = sum(len(texts) for _, _, texts in kept)
 

@@ -32,6 +32,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def follow(port: int, url: str, results: dict, ready: asyncio.Event, total: int) -> None:
+    """One socket; a refused or failed one is counted, so the others' barriers still open."""
+    passed: set[str] = set()
+    try:
+        await _follow(port, url, results, ready, total, passed)
+    except Exception as exc:
+        results["failed"].append(f"{type(exc).__name__}: {exc}"[:200])
+        for barrier in {"connected", "subscribed"} - passed:
+            results[barrier] = results.get(barrier, 0) + 1
+        if results["subscribed"] >= total:
+            ready.set()
+
+
+async def _follow(
+    port: int, url: str, results: dict, ready: asyncio.Event, total: int, passed: set[str]
+) -> None:
     from websockets.asyncio.client import connect
 
     async with connect(
@@ -40,13 +55,17 @@ async def follow(port: int, url: str, results: dict, ready: asyncio.Event, total
         max_size=None,
     ) as ws:
         results["connected"] = results.get("connected", 0) + 1
+        passed.add("connected")
         await results["go"].wait()
         sent = time.perf_counter()
         await ws.send(json.dumps({"type": "subscribe", "id": 1, "url": url}))
         answer = json.loads(await ws.recv())
+        if answer.get("type") != "subscribed":
+            raise RuntimeError(f"subscribe refused: {answer}")
         results["subscribe_s"].append(time.perf_counter() - sent)
         version = answer["version"]
         results["subscribed"] += 1
+        passed.add("subscribed")
         if results["subscribed"] == total:
             ready.set()
         while True:
@@ -82,7 +101,14 @@ URL = "/api/items/?ordering=-id&limit_probe=bench"
 
 async def clients(port: int, sockets: int, connected, go, subscribed, out) -> None:
     """One client process's share: connect, wait for ``go``, subscribe, follow until idle."""
-    results: dict = {"subscribed": 0, "frames": 0, "gaps": 0, "latencies": [], "subscribe_s": []}
+    results: dict = {
+        "subscribed": 0,
+        "frames": 0,
+        "gaps": 0,
+        "latencies": [],
+        "subscribe_s": [],
+        "failed": [],
+    }
     results["go"] = asyncio.Event()
     ready = asyncio.Event()
     tasks = [
@@ -159,8 +185,11 @@ async def main(args: argparse.Namespace) -> dict:
     results = {k: sum(part[k] for part in parts) for k in ("subscribed", "frames", "gaps")}
     latencies = [v for part in parts for v in part["latencies"]]
     subscribe_s = [v for part in parts for v in part["subscribe_s"]]
+    failed = [v for part in parts for v in part["failed"]]
     return {
         "sockets": args.sockets,
+        "sockets_failed": len(failed),
+        "first_failures": sorted(set(failed))[:3],
         "client_processes": args.client_processes,
         "subscribe_ms_p50": round(percentile(subscribe_s, 0.5) * 1000, 1),
         "subscribe_ms_p99": round(percentile(subscribe_s, 0.99) * 1000, 1),

@@ -34,6 +34,9 @@ class ConsistentClient(threading.Thread):
         self.reconnects = 0
         self.errors: list[dict] = []
         self.ready = threading.Event()
+        #: Cleared, the client stops reading its socket (a stalled browser tab).
+        self.reading = threading.Event()
+        self.reading.set()
         self._halt = threading.Event()
         self._connection = None
         self._next_id = 0
@@ -44,17 +47,20 @@ class ConsistentClient(threading.Thread):
         delay = 0.1
         while not self._halt.is_set():
             try:
-                self._connection = connect(
-                    f"ws://127.0.0.1:{self.port}/ws/reactive/",
-                    additional_headers={"Origin": f"http://127.0.0.1:{self.port}"},
-                    open_timeout=5,
-                    max_size=None,
-                ).__enter__()
+                self._connection = self._dial()
                 self._subscribe()
                 return
             except Exception:  # refused, reset mid-handshake, timed out: try again later
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _dial(self):
+        return connect(
+            f"ws://127.0.0.1:{self.port}/ws/reactive/",
+            additional_headers={"Origin": f"http://127.0.0.1:{self.port}"},
+            open_timeout=5,
+            max_size=None,
+        ).__enter__()
 
     def _subscribe(self) -> None:
         self._next_id += 1
@@ -78,6 +84,8 @@ class ConsistentClient(threading.Thread):
     def run(self) -> None:
         self._connect()
         while not self._halt.is_set():
+            if not self.reading.wait(0.1):
+                continue
             try:
                 frame = json.loads(self._connection.recv(timeout=0.5))
             except TimeoutError:
