@@ -1,40 +1,43 @@
 """A table's probe dispatch: one task decides for all its idle precise observers at once.
 
 On commit, an observer that read no written table but ``T``, whose written
-primary keys are known, that is idle (not queued, locked or dirty) and that is
-classified precise on ``T`` is not queued: the commit flags it ``probing``
-with the commit's token and pends it, with the pks, for ``T``'s dispatch
-(``store.probes.pend``; one ``dispatch`` task per table until it starts).
-The dispatch then, in one task:
+primary keys are known, and that is classified precise on ``T`` (in
+``precise:<T>``) is not read or touched: the commit's lookup script pends the
+pks and the commit's token for ``T``'s dispatch (one ``dispatch`` task per
+table until it starts), so a commit costs the same for one such observer or
+a thousand. The dispatch then, in one task:
 
-1. takes everything pended for ``T`` (later commits pend anew and send another);
+1. takes everything pended for ``T`` (later commits pend anew and send
+   another) and ``T``'s precise observers, the candidates;
 2. reads every candidate's busy state and stored result, one round trip;
 3. busy candidates take today's path with the pks (``touched``, queued): the
    evaluation under the lock decides, as it does for every other observer;
 4. an idle candidate whose stored result holds a pk is queued;
 5. the other idle candidates are probed together, one query
    (``invalidation.probe``) as their users: matched ones are queued, the rest
-   are released (``stats:skipped``, waiting clients told they caught up).
+   are left alone (``stats:skipped``);
+6. clears ``T``'s pending token, unless a later commit left another, and
+   answers the clients that waited for it (``locks.sync``).
 
 Queued ones get ``T:*`` (decided: the evaluation need not probe again), busy
 ones ``T:<pk>``.
 
 Why dropping an idle observer is sound. A write W to row p commits before its
-on_commit callback pends the observer, so the dispatch reads the observer
-(step 2) and runs its probe (step 5) after W is committed. At step 2 the
-observer is idle, so the stored result is that of an evaluation E that has
-finished; E read the database either after W (its result already reflects W)
-or before W (an evaluation that began before the commit and released its lock
-before step 2 looked: W then never marked it dirty). In the second case the
-stored result is the one from before W: if it does not hold p, p was not in
-the result before W; if the probe, run after W, does not match p, p is not in
-it after W. A change to row p of ``T`` changes neither, so the result stands.
-A later write to p pends the observer again and is decided by the next
-dispatch. An observer that is busy at step 2 may be running an evaluation
-that read before W, or about to start one: it is left to the lock, exactly
-as without the dispatch. Until the dispatch clears its ``probing`` flag the
-observer is not idle to ``sync`` and subscriptions (``locks.idle``), so no
-client hears "caught up" before the decision.
+on_commit callback pends it, so the dispatch reads the observer (step 2) and
+runs its probe (step 5) after W is committed. At step 2 the observer is idle,
+so the stored result is that of an evaluation E that has finished; E read the
+database either after W (its result already reflects W) or before W (an
+evaluation that began before the commit and released its lock before step 2
+looked: W never marked it dirty). In the second case the stored result is the
+one from before W: if it does not hold p, p was not in the result before W;
+if the probe, run after W, does not match p, p is not in it after W. A change
+to row p of ``T`` changes neither, so the result stands. A later write to p
+pends again and is decided by the next dispatch. An observer that is busy at
+step 2 may be running an evaluation that read before W, or about to start
+one: it is left to the lock, exactly as without the dispatch. Until step 6
+no precise observer of ``T`` is idle to ``sync`` and subscriptions
+(``locks.idle``), so no client hears "caught up" before the decision; step 6
+comes after step 3 and 4 marked queued what they found concerned.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from . import broadcast, invalidation, metrics, protocol
 from .conf import reactive_settings
 from .invalidation import Invalidation
 from .spec import ObserverSpec
-from .store import probes
+from .store import locks, probes
 from .store.locks import ANY
 
 __all__ = ["Decision", "decide", "dispatch"]
@@ -78,25 +81,29 @@ def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
     ``task``: the task's id, under which what it takes is kept until it is done,
     so a redelivery after its worker died decides the same observers.
     """
-    pks, tokens = probes.take(table, task)
-    if not tokens:
-        probes.release([], {}, skipped=0, queries=0, taken=(table, task), decided=False)
+    taken = probes.take(table, task)
+    if not taken.last:
+        probes.release(table, task, "", skipped=0, queries=0, decided=False)
         return Decision()  # an earlier dispatch took what this one was sent for
-    decision = decide(table, pks, list(tokens))
-    for oid in probes.queue(decision.owed, tokens, stamps=metrics.enabled()):
+    decision = decide(table, taken.pks, taken.candidates)
+    stamp = taken.first.partition("-")[0] if metrics.enabled() else ""
+    for oid in locks.touch(decision.owed, stamp=stamp):
         requeue(oid)
-    released = probes.release(
-        [*decision.dropped, *decision.gone],
-        tokens,
+    waited = probes.release(
+        table,
+        task,
+        taken.last,
         skipped=len(decision.dropped),
         queries=-(-decision.probed // invalidation.PROBE_CHUNK),
-        taken=(table, task),
     )
-    if released:
+    # Clients of the queued ones hear it from the evaluation (``locks.settled``).
+    caught_up = [(oid, locks.sync_after_dispatch(oid)) for oid in waited]
+    synced = [(oid, version) for oid, version in caught_up if version is not None and version >= 0]
+    if synced:
         broadcast.send(
             group_sends=[
                 (broadcast.group_name(oid), protocol.synced_message(oid, version))
-                for oid, version in released.items()
+                for oid, version in synced
             ]
         )
     return decision

@@ -127,8 +127,14 @@ def classify(spec: ObserverSpec, view: Any) -> Invalidation:
 def record(oid: str, spec: ObserverSpec, view: Any) -> Invalidation:
     """Classify a new observer from the view that just answered its subscription."""
     found = classify(spec, view)
-    observers.note(oid, FIELD, json.dumps(asdict(found)))
+    _store(oid, found)
     return found
+
+
+def _store(oid: str, found: Invalidation) -> None:
+    observers.note(oid, FIELD, json.dumps(asdict(found)))
+    if found.precise:
+        observers.mark_precise(oid, found.table)
 
 
 def _classify(spec: ObserverSpec, view: Any) -> Invalidation:
@@ -272,7 +278,7 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
     if invalidation is None:
         view = build_view(spec, _user(spec))
         invalidation = classify(spec, view)
-        observers.note(oid, FIELD, json.dumps(asdict(invalidation)))
+        _store(oid, invalidation)
     rows = _rows(touched, invalidation.table) if invalidation.precise else None
     if rows is None:
         return True

@@ -7,10 +7,11 @@ table. One ``on_commit`` callback per transaction and database does a single
 Redis lookup, records the keys for each dependent observer (``locks.queue_dependents``)
 and enqueues each that is not already queued. A rollback drops the callback, so
 nothing is sent. More than ``TOUCHED_CAP`` keys for one table mark it whole.
-With ``PRECISE_INVALIDATION``, the idle observers classified precise on a
-written table whose keys are known are not queued one by one: the commit
-pends them, with the keys, for one ``dispatch`` task of that table, which
-probes them all in one query (``dispatch.py``).
+With ``PRECISE_INVALIDATION``, the observers classified precise on a written
+table whose keys are known are not looked at one by one: the same lookup
+script pends the keys for one ``dispatch`` task of that table, which probes
+them all in one query (``dispatch.py``). A commit then costs one script
+however many such observers there are.
 
 The write is committed whatever happens next, so a commit whose enqueue fails
 (Redis or the broker unreachable) is not lost: its tables (and observers
@@ -239,7 +240,7 @@ def enqueue_dependents(
     tables, observers, whole, dispatches = _retry.take(tables)
     pks = {t: rows for t, rows in (pks or {}).items() if t not in whole}
     now = time.time()
-    # One token per commit: the dispatch clears a probing flag only if it took its token.
+    # One token per commit: a dispatch clears its table's pending token only if it took it.
     token = probes.token(now) if reactive_settings.PRECISE_INVALIDATION else ""
     stamp = f"{now:.6f}" if metrics.enabled() else ""
     sent: list[str] = []
@@ -247,10 +248,8 @@ def enqueue_dependents(
         if tables:
             # The commit stamps (metrics) go in the same script as the touched entries.
             found = locks.queue_or_probe(tables, pks, token=token, stamp=stamp)
-            # Flagged probing but not pended yet: a failure from here retries them whole.
-            tables = set(found.probing)
             observers += [oid for oid in found.fresh if oid not in observers]
-            dispatches += [t for t in probes.pend(found.probing, pks, token) if t not in dispatches]
+            dispatches += [t for t in found.dispatches if t not in dispatches]
             tables = set()  # looked up and marked: from now on only the sends are owed
         while observers:
             enqueue_evaluation(observers[0])

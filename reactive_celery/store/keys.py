@@ -20,12 +20,15 @@ All keys start with ``KEY_PREFIX`` and all have a lifetime::
     waiting:<oid>      flag  a client waits to hear that the observer caught up
     starts:<oid>       count evaluations started and not finished (crash cap)
     touched:<oid>      set   "<table>:<pk>" or "<table>:*" changed since the last evaluation
-    probing:<oid>      token a commit left the observer to its table's probe dispatch
-    probe:<table>:pks  set   primary keys written, waiting for the table's dispatch
-    probe:<table>:obs  hash  observer id -> probing token, waiting for the table's dispatch
-    probe:<table>:queued flag the table's dispatch task waits in the broker
-    probe:<table>:taken:<task>:pks / :obs   what a running dispatch took (kept for a
-                             redelivery of its task should its worker die)
+    precise:<table>    set   observer ids classified precise on the table (index)
+    probe:<table>:pks  set   primary keys written, waiting for the table's dispatch (index)
+    probe:<table>:tokens hash first / last token of the commits waiting for it (index)
+    probe:<table>:pending token the last commit left to the dispatch; cleared by the
+                             dispatch that took it (index)
+    probe:<table>:waiting set observers whose clients wait for that dispatch (index)
+    probe:<table>:queued flag the table's dispatch task waits in the broker (index)
+    probe:<table>:taken:<task>:pks / :tokens   what a running dispatch took (kept for a
+                             redelivery of its task should its worker die) (index)
     watch              zset  observers being created, scored by expiry: queued for any table (index)
     poll               zset  polling observer ids, scored by next due time (index)
     stats:evaluations  count evaluations finished
@@ -41,11 +44,13 @@ never from a prefix inside the script. Values are JSON or plain strings.
 When ``REDIS_URL`` names a cluster (``redis+cluster://``) the observer or
 subscriber id in a key becomes a hash tag (``obs:{<oid>}:subs``), so the keys
 of one observer, or of one subscriber, share a slot and a script over them
-runs on one node. The index (``dep:<table>``, ``watch``, ``poll``) shares the
-tag ``{index}`` (``dep:{index}:<table>``): a commit's lookup of its tables
-and the watched observers stays one atomic script, and the poll claim one
-script over the schedule. The index holds ids only, so one slot of it is
-small; results, replay buffers and subscribers spread over the masters.
+runs on one node. The index (``dep:<table>``, ``precise:<table>``, the
+``probe:<table>:*`` keys, ``watch``, ``poll``) shares the tag ``{index}``
+(``dep:{index}:<table>``): a commit's lookup of its tables, the watched
+observers and what it leaves to the tables' dispatches stay one atomic
+script, and the poll claim one script over the schedule. The index holds
+ids and pending primary keys only, so one slot of it is small; results,
+replay buffers and subscribers spread over the masters.
 ``sockets:*`` and ``stats:*`` keys each hash on their own. On one server or
 behind Sentinel the names stay as above: a deployment that moves to a
 cluster starts from an empty store anyway.
@@ -80,11 +85,14 @@ __all__ = [
     "pattern",
     "poll",
     "prefix",
-    "probe_observers",
+    "precise",
+    "probe_pending",
     "probe_pks",
     "probe_queued",
     "probe_taken",
-    "probing",
+    "probe_tokens",
+    "probe_tokens_pattern",
+    "probe_waiting",
     "queued",
     "retry",
     "sockets_of_address",
@@ -99,6 +107,7 @@ __all__ = [
     "subscribe_rate",
     "subscriber",
     "subscriber_observers",
+    "table_of_probe_tokens",
     "touched",
     "ttl_seconds",
     "waiting",
@@ -225,32 +234,53 @@ def touched(oid: str) -> str:
     return _key("touched", _tag(oid))
 
 
-def probing(oid: str) -> str:
-    """Set by a commit that left the observer to its table's dispatch; cleared by the dispatch."""
-    return _key("probing", _tag(oid))
+def precise(table: str) -> str:
+    """The observers classified precise on ``table``: a commit leaves them to its dispatch."""
+    return _index("precise", table)
 
 
 def probe_pks(table: str) -> str:
     """Primary keys of ``table`` written since its dispatch last took them."""
-    return _key("probe", _tag(table), "pks")
+    return _index("probe", table, "pks")
 
 
-def probe_observers(table: str) -> str:
-    """Observers (id -> probing token) a commit to ``table`` left to its dispatch."""
-    return _key("probe", _tag(table), "obs")
+def probe_tokens(table: str) -> str:
+    """The first and the last token of the commits waiting for ``table``'s dispatch."""
+    return _index("probe", table, "tokens")
+
+
+def probe_pending(table: str) -> str:
+    """The last commit's token left to ``table``'s dispatch; the dispatch that took it clears it."""
+    return _index("probe", table, "pending")
+
+
+def probe_waiting(table: str) -> str:
+    """Observers whose clients wait (``sync``) for ``table``'s dispatch to decide."""
+    return _index("probe", table, "waiting")
 
 
 def probe_queued(table: str) -> str:
     """Set while a dispatch task for ``table`` waits in the broker."""
-    return _key("probe", _tag(table), "queued")
+    return _index("probe", table, "queued")
 
 
 def probe_taken(table: str, task: str) -> tuple[str, str]:
-    """The pks and the observers a dispatch task took for ``table``, until it is done."""
+    """The pks and the tokens a dispatch task took for ``table``, until it is done."""
     return (
-        _key("probe", _tag(table), "taken", task, "pks"),
-        _key("probe", _tag(table), "taken", task, "obs"),
+        _index("probe", table, "taken", task, "pks"),
+        _index("probe", table, "taken", task, "tokens"),
     )
+
+
+def probe_tokens_pattern() -> str:
+    """A SCAN pattern matching every table's ``probe_tokens`` key."""
+    parts = ("probe", INDEX_TAG, "*", "tokens") if clustered() else ("probe", "*", "tokens")
+    return pattern(*parts)
+
+
+def table_of_probe_tokens(name: str) -> str:
+    """The table in a ``probe_tokens`` key."""
+    return name[len(prefix()) :].split(":")[2 if clustered() else 1]
 
 
 def watch() -> str:

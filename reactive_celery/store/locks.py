@@ -13,14 +13,13 @@ Every flag has a lifetime, so a lost task or a killed worker blocks nothing for 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-from redis import Redis
 
 from ..conf import lock_ttl_ms, queued_ttl, reactive_settings
 from ..exceptions import ObserverBusy
@@ -40,12 +39,15 @@ __all__ = [
     "finish",
     "idle",
     "observer_lock",
+    "precise_table",
     "queue",
     "queue_dependents",
     "queue_or_probe",
     "rerun",
     "settled",
     "sync",
+    "sync_after_dispatch",
+    "touch",
     "touched_ttl",
     "unwatch",
     "watch",
@@ -57,52 +59,86 @@ ANY = "*"
 #: Entries kept per observer in its touched set; past it the set collapses to ``ANY``.
 TOUCHED_CAP = 1000
 
-# KEYS: the tables' dependency sets, then the watch zset (observers being created).
-# Returns oid, then the 1-based indexes of the tables it read joined by ',' ('*': all).
-_DEPENDENTS = """
+# KEYS: the n tables' dependency sets, their ``precise`` sets, the watch zset (observers
+# being created), then for each of the m tables whose rows are known: probe pks, tokens,
+# pending, queued. ARGV: n, m, token, touched ttl s, queued ttl s, cap, then per known
+# table its 1-based index, its number of pks and the pks.
+# An observer that read, of the written tables, only a known one on which it is precise
+# is left to that table's dispatch (its pks and the token pended, the dispatch sent once
+# until it takes them): nothing of it is read or written here, so a commit costs the same
+# for 1 or 1,000 such observers. Returns {the others: oid, then the 1-based indexes of
+# the tables it read joined by ',' ('*': all), the indexes (1..m) of the known tables
+# whose dispatch task to send}.
+_COMMIT = """
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local found, order = {}, {}
-for i = 1, #KEYS - 1 do
+for i = 1, n do
   for _, oid in ipairs(redis.call('SMEMBERS', KEYS[i])) do
     if not found[oid] then found[oid] = {}; table.insert(order, oid) end
-    table.insert(found[oid], tostring(i))
+    table.insert(found[oid], i)
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', redis.call('TIME')[1])
-local out = {}
-for _, oid in ipairs(order) do
-  table.insert(out, oid); table.insert(out, table.concat(found[oid], ','))
+local watch = KEYS[2 * n + 1]
+redis.call('ZREMRANGEBYSCORE', watch, '-inf', redis.call('TIME')[1])
+local known, spans, at = {}, {}, 7
+for j = 1, m do
+  local i, count = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  known[i] = j; spans[j] = {at + 2, at + 1 + count}; at = at + 2 + count
 end
-for _, oid in ipairs(redis.call('ZRANGE', KEYS[#KEYS], 0, -1)) do
+local out, pend = {}, {}
+for _, oid in ipairs(order) do
+  local read = found[oid]
+  local j = nil
+  if #read == 1 then j = known[read[1]] end
+  if j and redis.call('SISMEMBER', KEYS[n + read[1]], oid) == 1 then
+    pend[j] = true
+  else
+    table.insert(out, oid); table.insert(out, table.concat(read, ','))
+  end
+end
+for _, oid in ipairs(redis.call('ZRANGE', watch, 0, -1)) do
   if not found[oid] then table.insert(out, oid); table.insert(out, '*') end
 end
-return out
-"""
-
-# KEYS: touched, queued, observer hash, lock, dirty, probing, committed.
-# ARGV: queued ttl s, touched ttl s, cap, probe table ('' for none), token, commit stamp
-# ('' for none), its ttl s, then the entries.
-# Recorded before the queued flag in one script, so the task that clears the flag
-# (``begin``) always finds what its change touched. Returns 1 (queued now), 0 (was
-# queued), or 2: idle and precise on the probe table, so left to the table's dispatch
-# (``probing`` set to the token; nothing else written, the dispatch stamps it).
-_TOUCH_AND_QUEUE = """
-if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2], KEYS[4], KEYS[5]) == 0 then
-  local found = redis.call('HGET', KEYS[3], 'invalidation')
-  local ok, how = pcall(cjson.decode, found or '')
-  if ok and type(how) == 'table' and how.table == ARGV[4] and (how.reason or '') == '' then
-    redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[1])
-    return 2
+local sends = {}
+for j = 1, m do
+  if pend[j] then
+    local base = 2 * n + 1 + 4 * (j - 1)
+    local pks, tokens = KEYS[base + 1], KEYS[base + 2]
+    if redis.call('SISMEMBER', pks, '*') == 0 then
+      for k = spans[j][1], spans[j][2] do redis.call('SADD', pks, ARGV[k]) end
+      if redis.call('SCARD', pks) > tonumber(ARGV[6]) then
+        redis.call('DEL', pks)
+        redis.call('SADD', pks, '*')
+      end
+    end
+    redis.call('HSETNX', tokens, 'first', ARGV[3])
+    redis.call('HSET', tokens, 'last', ARGV[3])
+    redis.call('EXPIRE', pks, ARGV[4])
+    redis.call('EXPIRE', tokens, ARGV[4])
+    redis.call('SET', KEYS[base + 3], ARGV[3], 'EX', ARGV[4])
+    if redis.call('SET', KEYS[base + 4], '1', 'NX', 'EX', ARGV[5]) then
+      table.insert(sends, j)
+    end
   end
 end
+return {out, sends}
+"""
+
+# KEYS: touched, queued, committed. ARGV: queued ttl s, touched ttl s, cap, commit stamp
+# ('' for none), its ttl s, then the entries.
+# Recorded before the queued flag in one script, so the task that clears the flag
+# (``begin``) always finds what its change touched. Returns 1 (queued now) or 0 (was
+# queued).
+_TOUCH_AND_QUEUE = """
 if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 8, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+  for i = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
   if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
     redis.call('DEL', KEYS[1])
     redis.call('SADD', KEYS[1], '*')
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[6], 'NX', 'EX', ARGV[7]) end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'NX', 'EX', ARGV[5]) end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
@@ -150,12 +186,13 @@ STAMP_TTL = 3600
 class Queued:
     """What a commit's ``queue_or_probe`` did."""
 
-    #: Every observer that read a written table.
+    #: The observers it touched: every one that read a written table, but those it
+    #: left to a dispatch.
     dependents: list[str]
     #: Marked queued now: the caller sends one evaluate task each.
     fresh: list[str]
-    #: Table -> the observers left to its probe dispatch (``store.probes.pend``).
-    probing: dict[str, list[str]]
+    #: The tables whose probe dispatch task the caller sends (``tasks.enqueue_dispatch``).
+    dispatches: list[str] = field(default_factory=list)
 
 
 def queue_or_probe(
@@ -168,65 +205,53 @@ def queue_or_probe(
     """``queue_dependents``, leaving some observers to their table's probe dispatch.
 
     With a ``token`` (one per commit), an observer that read no written table
-    but one whose primary keys are known, is idle (not queued, locked or dirty)
-    and is classified precise on that table is neither touched nor queued: its
-    ``probing`` flag takes the token and the caller pends it for the dispatch.
-    Without one (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
-    ``stamp``: the commit's time for the metrics (``keys.committed``), kept if earlier
-    than the one waiting, in the same script.
+    but one whose primary keys are known, and is classified precise on it
+    (``keys.precise``), is neither read nor touched: the table's pks and the
+    token are pended for its dispatch, in the same script as the lookup. Without
+    a token (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
+    ``stamp``: the commit's time for the metrics (``keys.committed``), kept if
+    earlier than the one waiting, in the script that queues.
     """
     ordered = sorted(set(tables))
     if not ordered:
-        return Queued([], [], {})
+        return Queued([], [])
     pks = pks or {}
-    names = [keys.dependents(t) for t in ordered]
-    r = client()
-    flat = list(r.eval(_DEPENDENTS, len(names) + 1, *names, keys.watch()))
+    known = [(i, t) for i, t in enumerate(ordered, 1) if token and pks.get(t)]
+    names = [keys.dependents(t) for t in ordered] + [keys.precise(t) for t in ordered]
+    names.append(keys.watch())
+    args: list[Any] = [len(ordered), len(known), token, touched_ttl(), queued_ttl(), TOUCHED_CAP]
+    for index, table in known:
+        names += [keys.probe_pks(table), keys.probe_tokens(table)]
+        names += [keys.probe_pending(table), keys.probe_queued(table)]
+        args += [index, len(pks[table]), *sorted(pks[table])]
+    flat, sends = client().eval(_COMMIT, len(names), *names, *args)
+    dispatches = [known[int(j) - 1][1] for j in sends]
     found = list(zip(flat[::2], flat[1::2], strict=True))
     if not found:
-        return Queued([], [], {})
+        return Queued([], [], dispatches)
+    owed = {
+        oid: [ANY] if indexes == ANY else _entries(ordered, indexes, pks) for oid, indexes in found
+    }
+    return Queued(list(owed), touch(owed, stamp=stamp), dispatches)
+
+
+def touch(owed: Mapping[str, Collection[str]], *, stamp: str = "") -> list[str]:
+    """Record what changed for each observer (``touched``; past ``TOUCHED_CAP``
+    entries, ``ANY``) and mark it queued: one script each, one round trip (one per
+    master on a cluster), by its SHA. ``stamp``: the commit's time for the metrics
+    ('' for none). Returns those marked queued now: the caller sends one task each."""
     ttl, touched_for = queued_ttl(), touched_ttl()
-    calls, probe_tables = [], []
-    for oid, indexes in found:
-        entries = [ANY] if indexes == ANY else _entries(ordered, indexes, pks)
-        if len(entries) > TOUCHED_CAP:
-            entries = [ANY]
-        table = _probe_table(ordered, indexes, pks) if token else ""
-        probe_tables.append(table)
+    calls = []
+    for oid, entries in owed.items():
+        listed = [ANY] if len(entries) > TOUCHED_CAP else list(entries)
         calls.append(
             (
-                *(keys.touched(oid), keys.queued(oid), keys.observer(oid)),
-                *(keys.lock(oid), keys.dirty(oid), keys.probing(oid), keys.committed(oid)),
-                *(ttl, touched_for, TOUCHED_CAP, table, token, stamp, STAMP_TTL, *entries),
+                [keys.touched(oid), keys.queued(oid), keys.committed(oid)],
+                [ttl, touched_for, TOUCHED_CAP, stamp, STAMP_TTL, *listed],
             )
         )
-    codes = _touch_and_queue(r, calls)
-    observers = [oid for oid, _ in found]
-    probing: dict[str, list[str]] = {}
-    for oid, table, code in zip(observers, probe_tables, codes, strict=True):
-        if code == 2:
-            probing.setdefault(table, []).append(oid)
-    fresh = [oid for oid, code in zip(observers, codes, strict=True) if code == 1]
-    return Queued(observers, fresh, probing)
-
-
-def _probe_table(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> str:
-    """The one written table an observer read, when its rows are known; else ''."""
-    if indexes == ANY or "," in indexes:
-        return ""
-    table = tables[int(indexes) - 1]
-    return table if pks.get(table) else ""
-
-
-#: ``_TOUCH_AND_QUEUE``'s KEYS per call: touched, queued, observer, lock, dirty,
-#: probing, committed.
-_TOUCH_KEYS = 7
-
-
-def _touch_and_queue(r: Redis, calls: list[tuple[Any, ...]]) -> list[Any]:
-    """Run ``_TOUCH_AND_QUEUE`` once per call in one round trip (one per master on a
-    cluster), by its SHA: no SCRIPT EXISTS before every commit."""
-    return run_many(r, _TOUCH_AND_QUEUE, [(c[:_TOUCH_KEYS], c[_TOUCH_KEYS:]) for c in calls])
+    codes = run_many(client(), _TOUCH_AND_QUEUE, calls)
+    return [oid for oid, code in zip(owed, codes, strict=True) if code == 1]
 
 
 def _entries(tables: list[str], indexes: str, pks: Mapping[str, Collection[str]]) -> list[str]:
@@ -373,16 +398,24 @@ def rerun(oid: str, token: str) -> tuple[str, ...] | None:
     return tuple(touched) if int(code) == 1 else None
 
 
-# KEYS: queued, lock, dirty, waiting, obs hash, probing. ARGV: waiting ttl s.
+# KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.
 # The observer has caught up with every committed write when no evaluation is queued,
-# running, owed or being decided by a dispatch: then its version; else the client
-# waits (-1) for ``settled``.
+# running or owed: then its version; else the client waits (-1) for ``settled``.
 _SYNC = """
-if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[6]) > 0 then
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
   redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
   return -1
 end
 return tonumber(redis.call('HGET', KEYS[5], 'version') or '-2')
+"""
+
+# KEYS: the table's probe pending token, its waiting set. ARGV: oid, ttl s.
+# 1: a dispatch of the table has commits to decide; the observer's clients wait for it.
+_WAIT_FOR_DISPATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 # KEYS: waiting, obs hash. The version to announce, or -1 when nobody waits.
@@ -392,28 +425,78 @@ return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
 """
 
 
+def precise_table(oid: str) -> str:
+    """The table a dispatch decides the observer on ('' if none), from its classification.
+
+    A classification never changes, so a found one is kept for the process's life.
+    """
+    table = _precise_tables.get(oid)
+    if table is None:
+        raw = client().hget(keys.observer(oid), "invalidation")
+        try:
+            how = json.loads(raw) if raw else None
+        except ValueError:
+            how = None
+        if not isinstance(how, dict):
+            return ""  # not classified yet: nothing was left to a dispatch
+        table = str(how.get("table") or "") if not how.get("reason") else ""
+        if len(_precise_tables) >= _PRECISE_TABLES_KEPT:
+            _precise_tables.clear()
+        _precise_tables[oid] = table
+    return table
+
+
+#: Observer id -> ``precise_table``; dropped whole when it reaches the bound below.
+_precise_tables: dict[str, str] = {}
+_PRECISE_TABLES_KEPT = 100_000
+
+
 def idle(oid: str) -> bool:
     """True when no evaluation of ``oid`` is queued, running, owed or being decided by a
     probe dispatch: its result is current."""
-    return not client().exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid), keys.probing(oid))
+    r = client()
+    if r.exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid)):
+        return False
+    table = precise_table(oid)
+    return not (table and r.exists(keys.probe_pending(table)))
 
 
 def sync(oid: str) -> int | None:
     """The observer's version if it reflects every write committed so far, else None.
 
     None also records that a client waits: the evaluation that catches up calls
-    ``settled`` and announces it. -2: the observer does not exist.
+    ``settled`` and announces it, or the dispatch deciding for the observer's table
+    (``sync_after_dispatch``). -2: the observer does not exist.
     """
+    table = precise_table(oid)
+    if table:
+        # The table's dispatch first: it queues what it finds concerned before it clears
+        # its pending token, so once the token is gone the observer's own flags tell.
+        waits = client().eval(
+            _WAIT_FOR_DISPATCH,
+            2,
+            keys.probe_pending(table),
+            keys.probe_waiting(table),
+            oid,
+            touched_ttl(),
+        )
+        if int(waits):
+            return None
+    return sync_after_dispatch(oid)
+
+
+def sync_after_dispatch(oid: str) -> int | None:
+    """``sync`` without the table's dispatch: called by a dispatch, once it decided, for
+    the observers whose clients waited for it."""
     version = int(
         client().eval(
             _SYNC,
-            6,
+            5,
             keys.queued(oid),
             keys.lock(oid),
             keys.dirty(oid),
             keys.waiting(oid),
             keys.observer(oid),
-            keys.probing(oid),
             queued_ttl(),
         )
     )

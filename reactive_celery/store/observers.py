@@ -13,7 +13,7 @@ from ..conf import reactive_settings
 from . import keys, stats
 from .connection import client
 
-__all__ = ["Observer", "drop", "load", "note", "release", "replay", "save"]
+__all__ = ["Observer", "drop", "load", "mark_precise", "note", "release", "replay", "save"]
 
 
 def _dumps(value: Any) -> str:
@@ -220,6 +220,16 @@ return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 def note(oid: str, field: str, value: str, *, overwrite: bool = False) -> None:
     """Set one more field of an existing observer (never creating a hash without a lifetime)."""
     client().eval(_NOTE, 1, keys.observer(oid), field, value, "1" if overwrite else "0")
+
+
+def mark_precise(oid: str, table: str) -> None:
+    """Put a classified observer in ``table``'s precise set: commits leave it to the
+    table's dispatch (``locks.queue_or_probe``). Called after its classification is
+    stored, which ``locks.sync`` reads to find the table."""
+    pipe = client().pipeline(transaction=False)
+    pipe.sadd(keys.precise(table), oid)
+    pipe.expire(keys.precise(table), keys.ttl_seconds(reactive_settings.OBSERVER_TTL))
+    pipe.execute()
 
 
 def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:

@@ -1,66 +1,50 @@
 """The store side of a table's probe dispatch: what commits leave it, what it decides.
 
-    pend      a commit leaves its written primary keys and its idle precise observers
-              of a table to the table's dispatch; returns whether to send that task
-    take      the dispatch task takes everything pended so far (later commits pend anew)
+    take      the dispatch task takes the pks and tokens commits pended so far (later
+              commits pend anew) and the table's precise observers, its candidates
     read      each candidate's stored result and whether it is busy, one round trip
-    queue     the observers the dispatch found concerned (or busy): today's path
-    release   the observers it found unconcerned: their probing flag cleared, waiting
-              clients told the version they already have
+    release   the dispatch is done: its pending token cleared (unless a later commit
+              left another), the observers whose clients waited on it returned
 
-Each script touches the keys of one table or of one observer, all passed in ``KEYS``.
-A commit sets ``probing:<oid>`` to its token (``locks.queue_or_probe``); the
-dispatch clears it only when it still holds the token the dispatch took, so a
-commit that pends the observer again keeps it flagged for the next dispatch.
+A commit pends (``locks.queue_or_probe``, in its lookup script): the table's
+written pks, the commit's token as the table's ``pending`` token and as the
+last (and, if none waits, the first) of ``tokens``. Until the dispatch that
+took the last token clears it, ``locks.sync`` and ``locks.idle`` hold every
+precise observer of the table as not caught up. Every key here is in the
+index's slot.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 
-from ..conf import queued_ttl
 from . import keys
 from .connection import client
-from .locks import ANY, STAMP_TTL, TOUCHED_CAP, touched_ttl
 from .scripts import run_many
 from .stats import STATS_TTL
 
-__all__ = ["Candidate", "pend", "queue", "read", "release", "take", "token"]
+__all__ = ["Candidate", "Taken", "read", "release", "take", "token"]
 
-# KEYS: pks, observers, queued flag (one table). ARGV: ttl s, queued ttl s, cap, token,
-# the number of pks, the pks, then the observer ids. 1: the caller sends the dispatch.
-_PEND = """
-local n = tonumber(ARGV[5])
-if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 6, 5 + n do redis.call('SADD', KEYS[1], ARGV[i]) end
-  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('SADD', KEYS[1], '*')
-  end
-end
-for i = 6 + n, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[4]) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return 1 end
-return 0
-"""
-
-# KEYS: pks, observers, queued flag, then the task's taken pks and observers (one
-# table). The flag goes first, so a commit pending after this sends another
-# dispatch. What is taken is renamed, not deleted: a task redelivered after its
-# worker died finds it again.
+# KEYS: pks, tokens, queued flag, precise set, dependency set, then the task's taken pks
+# and tokens (one table). The flag goes first, so a commit pending after this sends
+# another dispatch. What is taken is renamed, not deleted: a task redelivered after its
+# worker died finds it again. The candidates: precise observers still in the index.
 _TAKE = """
-if redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
+if redis.call('EXISTS', KEYS[6], KEYS[7]) == 0 then
   redis.call('DEL', KEYS[3])
-  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[4]) end
-  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[5]) end
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[6]) end
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[7]) end
 end
-return {redis.call('SMEMBERS', KEYS[4]), redis.call('HGETALL', KEYS[5])}
+return {
+  redis.call('SMEMBERS', KEYS[6]),
+  redis.call('HGETALL', KEYS[7]),
+  redis.call('SINTER', KEYS[4], KEYS[5]),
+}
 """
 
 # KEYS: observer hash, lock, queued, dirty. Busy or not, and the stored result, at
@@ -71,40 +55,21 @@ local got = redis.call('HMGET', KEYS[1], 'spec', 'items', 'invalidation')
 return {busy, got[1] or '', got[2] or '', got[3] or ''}
 """
 
-# KEYS: touched, queued, probing, committed. ARGV: queued ttl s, touched ttl s, cap,
-# the token taken, the commit stamp ('' for none), its ttl s, then the entries. The
-# queued flag is set before the probing flag goes, so ``sync`` never sees the
-# observer idle in between.
-_QUEUE = """
-if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 7, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
-  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('SADD', KEYS[1], '*')
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[6]) end
-local fresh = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
-if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-if fresh then return 1 end
-return 0
-"""
-
-# KEYS: probing, queued, lock, dirty, waiting, observer hash. ARGV: the token taken.
-# The version to announce to waiting clients, or -1 (none waits, a later commit
-# still pends the observer, or an evaluation will announce it).
+# KEYS: pending token, waiting set, taken pks, taken tokens (one table). ARGV: the last
+# token taken. Clears the pending token only if no later commit replaced it, and only
+# then hands over the waiting observers: a later commit's dispatch answers them.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[3], KEYS[4])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {} end
 redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4]) > 0 then return -1 end
-if redis.call('DEL', KEYS[5]) == 0 then return -1 end
-return tonumber(redis.call('HGET', KEYS[6], 'version') or '-1')
+local waited = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return waited
 """
 
 
 def token(now: float) -> str:
-    """A commit's probing token: its time (the commit stamp of what the dispatch queues)
+    """A commit's token: its time (the commit stamp of what the dispatch queues)
     and a random part, so that no two commits share one."""
     return f"{now:.6f}-{uuid.uuid4().hex[:12]}"
 
@@ -114,36 +79,35 @@ def _pipelined(r: Redis, script: str, numkeys: int, calls: Sequence[Sequence[Any
     return run_many(r, script, [(call[:numkeys], call[numkeys:]) for call in calls])
 
 
-def _table_keys(table: str) -> tuple[str, str, str]:
-    return keys.probe_pks(table), keys.probe_observers(table), keys.probe_queued(table)
+@dataclass(frozen=True)
+class Taken:
+    """What a dispatch task took for its table."""
+
+    #: The pks written (``ANY``: more than the cap); empty when nothing was pended.
+    pks: set[str]
+    #: The first commit's token (its time stamps what is queued) and the last one's.
+    first: str
+    last: str
+    #: The table's precise observers.
+    candidates: list[str]
 
 
-def pend(
-    probing: Mapping[str, Collection[str]], pks: Mapping[str, Collection[str]], token: str
-) -> list[str]:
-    """Called on commit after ``locks.queue_or_probe``: leave each table's observers and
-    written pks to its dispatch. Returns the tables whose dispatch task to send."""
-    tables = [table for table in sorted(probing) if probing[table]]
-    ttl = touched_ttl()
-    calls = [
-        (
-            *_table_keys(table),
-            *(ttl, queued_ttl(), TOUCHED_CAP, token, len(pks[table])),
-            *sorted(pks[table]),
-            *probing[table],
-        )
-        for table in tables
-    ]
-    fresh = _pipelined(client(), _PEND, 3, calls)
-    return [table for table, new in zip(tables, fresh, strict=True) if new]
-
-
-def take(table: str, task: str) -> tuple[set[str], dict[str, str]]:
-    """Called when a dispatch task starts: the pks (``ANY``: too many) and the observers
-    (id -> token) pended for ``table`` since the last one took them; for a redelivered
-    ``task`` (its id), what it took the first time. ``release`` forgets them."""
-    pks, flat = client().eval(_TAKE, 5, *_table_keys(table), *keys.probe_taken(table, task))
-    return set(pks), dict(zip(flat[::2], flat[1::2], strict=True))
+def take(table: str, task: str) -> Taken:
+    """Called when a dispatch task starts: what commits pended for ``table`` since the
+    last one took it; for a redelivered ``task`` (its id), what it took the first time.
+    ``release`` forgets it."""
+    pks, flat, candidates = client().eval(
+        _TAKE,
+        7,
+        keys.probe_pks(table),
+        keys.probe_tokens(table),
+        keys.probe_queued(table),
+        keys.precise(table),
+        keys.dependents(table),
+        *keys.probe_taken(table, task),
+    )
+    tokens = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Taken(set(pks), tokens.get("first", ""), tokens.get("last", ""), sorted(candidates))
 
 
 @dataclass(frozen=True)
@@ -171,57 +135,29 @@ def read(oids: Sequence[str]) -> list[Candidate]:
     ]
 
 
-def queue(
-    owed: Mapping[str, Iterable[str]], tokens: Mapping[str, str], *, stamps: bool
-) -> list[str]:
-    """Record each observer's touched entries and mark it queued, as a commit would;
-    clear its probing flag; with ``stamps``, stamp the commit time its token carries
-    (``token``). Returns those marked queued now (one task each)."""
-    oids = sorted(owed)
-    ttl = queued_ttl()
-    calls = []
-    for oid in oids:
-        entries = list(owed[oid])
-        if len(entries) > TOUCHED_CAP:
-            entries = [ANY]
-        token = tokens.get(oid, "")
-        stamp = token.partition("-")[0] if stamps else ""
-        calls.append(
-            (
-                *(keys.touched(oid), keys.queued(oid), keys.probing(oid), keys.committed(oid)),
-                *(ttl, touched_ttl(), TOUCHED_CAP, token, stamp, STAMP_TTL, *entries),
-            )
-        )
-    fresh = _pipelined(client(), _QUEUE, 4, calls)
-    return [oid for oid, new in zip(oids, fresh, strict=True) if new]
-
-
 def release(
-    oids: Sequence[str],
-    tokens: Mapping[str, str],
+    table: str,
+    task: str,
+    last: str,
     *,
     skipped: int,
     queries: int,
-    taken: tuple[str, str],
     decided: bool = True,
-) -> dict[str, int]:
-    """Clear the probing flag of observers the dispatch found unconcerned (or gone); count
-    the dispatch (if it ``decided`` for any), its ``queries`` and the ``skipped``
-    observers; forget what the task
-    (``taken``: table, task id) took. Returns oid -> the version to announce to the
-    clients waiting on it."""
+) -> list[str]:
+    """The dispatch task ``task`` is done with ``table`` (``last``: the last token it
+    took): forget what it took, clear the table's pending token unless a later commit
+    left another, count the dispatch (if it ``decided`` for any), its ``queries`` and
+    the ``skipped`` observers. Returns the observers whose clients waited for it."""
     r = client()
-    calls = [
-        (
-            *(keys.probing(oid), keys.queued(oid), keys.lock(oid), keys.dirty(oid)),
-            *(keys.waiting(oid), keys.observer(oid), tokens.get(oid, "")),
-        )
-        for oid in oids
-    ]
-    versions = _pipelined(r, _RELEASE, 6, calls)
+    waited = r.eval(
+        _RELEASE,
+        4,
+        keys.probe_pending(table),
+        keys.probe_waiting(table),
+        *keys.probe_taken(table, task),
+        last,
+    )
     pipe = r.pipeline(transaction=False)
-    for name in keys.probe_taken(*taken):
-        pipe.delete(name)  # one key a call: a cluster pipeline refuses multi-key DEL
     for name, count in (
         (keys.stats_dispatches(), 1 if decided else 0),
         (keys.stats_probes(), queries),
@@ -230,5 +166,6 @@ def release(
         if count:
             pipe.incrby(name, count)
             pipe.expire(name, STATS_TTL)
-    pipe.execute()
-    return {oid: int(v) for oid, v in zip(oids, versions, strict=True) if int(v) >= 0}
+    if len(pipe):
+        pipe.execute()
+    return sorted(waited)

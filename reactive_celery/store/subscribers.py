@@ -297,6 +297,7 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
             pipe.expire(name, obs_ttl)
         for table in json.loads(table_json or "[]"):
             pipe.expire(keys.dependents(table), obs_ttl)
+            pipe.expire(keys.precise(table), obs_ttl)
     pipe.execute()
     return followed
 

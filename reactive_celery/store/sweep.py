@@ -447,8 +447,8 @@ def requeue_crashed() -> list[str]:
     return requeued
 
 
-# KEYS: probe:<table>:obs, probe:<table>:queued (one table). ARGV: queued ttl (s).
-# 1: commits left observers to the table's dispatch and no dispatch task waits for
+# KEYS: probe:<table>:tokens, probe:<table>:queued (one table). ARGV: queued ttl (s).
+# 1: commits left changes to the table's dispatch and no dispatch task waits for
 # them (its message was lost); marked queued.
 _REQUEUE_DISPATCH = """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -462,18 +462,19 @@ def requeue_lost_dispatches() -> list[str]:
 
     What commits pend for a dispatch outlives its queued flag (``locks.touched_ttl``),
     so a task lost between the broker's pop and its unacked record shows as pended
-    observers with no flag. Until a dispatch decides, those observers are not idle.
+    tokens with no flag. Until a dispatch decides, the table's precise observers are
+    not idle.
     """
     r = client()
     tables: set[str] = set()
-    for names in _batches(r, keys.pattern("probe", "*", "obs")):
+    for names in _batches(r, keys.probe_tokens_pattern()):
         for name in names:
-            table = _id_in(name)
-            if name == keys.probe_observers(table):  # not a running dispatch's taken keys
+            table = keys.table_of_probe_tokens(name)
+            if name == keys.probe_tokens(table):  # not a running dispatch's taken keys
                 tables.add(table)
     ordered = sorted(tables)
     calls: list[Call] = [
-        ([keys.probe_observers(t), keys.probe_queued(t)], [queued_ttl()]) for t in ordered
+        ([keys.probe_tokens(t), keys.probe_queued(t)], [queued_ttl()]) for t in ordered
     ]
     lost = [
         t for t, done in zip(ordered, run_many(r, _REQUEUE_DISPATCH, calls), strict=True) if done
@@ -497,6 +498,8 @@ def sweep() -> dict[str, int]:
     _forget_dead_subscribers(r, report)
     _drop_abandoned_observers(r, report)
     for names in _batches(r, keys.pattern("dep", "*")):
+        _prune(r, names, "set", "dependencies", report)
+    for names in _batches(r, keys.pattern("precise", "*")):
         _prune(r, names, "set", "dependencies", report)
     _prune(r, [keys.poll()], "zset", "polls", report)
     removed = {name: count for name, count in report.items() if count}

@@ -7,28 +7,59 @@ from reactive_celery.store import keys, locks, observers, probes
 TABLE = "t"
 
 
-def saved(oid: str) -> None:
+def saved(oid: str, *, precise: bool = True) -> None:
     observers.save(
         oid, spec="{}", items=[{"id": 1}], meta={}, version=7, tables=[TABLE], creator=""
     )
+    how = {"table": TABLE, "reason": ""} if precise else {"table": "", "reason": "paginated"}
+    observers.note(oid, "invalidation", json.dumps(how))
+    if precise:
+        observers.mark_precise(oid, TABLE)
+
+
+def commit(pks: list[str], token: str) -> locks.Queued:
+    return locks.queue_or_probe([TABLE], {TABLE: pks}, token=token)
 
 
 def test_commits_pend_into_one_dispatch_until_it_takes_them(store_redis):
-    assert probes.pend({TABLE: ["o1"]}, {TABLE: ["1"]}, "tok-a") == [TABLE]
-    assert probes.pend({TABLE: ["o1", "o2"]}, {TABLE: ["2"]}, "tok-b") == []  # one task waits
-    assert probes.take(TABLE, "task-1") == ({"1", "2"}, {"o1": "tok-b", "o2": "tok-b"})
+    saved("o1")
+    saved("o2")
+    assert commit(["1"], "tok-a") == locks.Queued([], [], [TABLE])
+    assert commit(["2"], "tok-b").dispatches == []  # one task waits
+    taken = probes.take(TABLE, "task-1")
+    assert (taken.pks, taken.first, taken.last) == ({"1", "2"}, "tok-a", "tok-b")
+    assert taken.candidates == ["o1", "o2"]
     # Redelivered after its worker died: the same task id finds what it took.
-    assert probes.take(TABLE, "task-1") == ({"1", "2"}, {"o1": "tok-b", "o2": "tok-b"})
+    assert probes.take(TABLE, "task-1") == taken
     # A commit after the take sends a dispatch of its own, which sees only its part.
-    assert probes.pend({TABLE: ["o3"]}, {TABLE: ["3"]}, "tok-c") == [TABLE]
-    assert probes.take(TABLE, "task-2") == ({"3"}, {"o3": "tok-c"})
+    assert commit(["3"], "tok-c").dispatches == [TABLE]
+    later = probes.take(TABLE, "task-2")
+    assert (later.pks, later.first, later.last) == ({"3"}, "tok-c", "tok-c")
+
+
+def test_a_commit_touches_the_others_and_leaves_only_the_precise_ones(store_redis):
+    saved("precise")
+    saved("paged", precise=False)
+    found = commit(["1"], "tok")
+    assert (found.dependents, found.fresh, found.dispatches) == (["paged"], ["paged"], [TABLE])
+    assert store_redis.smembers(keys.touched("paged")) == {f"{TABLE}:1"}
+    assert not store_redis.exists(keys.touched("precise"), keys.queued("precise"))
+    # Another written table it read, or no token: today's path.
+    both = locks.queue_or_probe([TABLE, "u"], {TABLE: ["2"]}, token="tok-2")
+    assert "precise" not in both.dependents  # it did not read u
+    observers.save(
+        "reads-u", spec="{}", items=[], meta={}, version=1, tables=[TABLE, "u"], creator=""
+    )
+    observers.mark_precise("reads-u", TABLE)
+    assert "reads-u" in locks.queue_or_probe([TABLE, "u"], {TABLE: ["3"]}, token="t3").dependents
+    assert "precise" in locks.queue_or_probe([TABLE], {TABLE: ["4"]}, token="").dependents
 
 
 def test_more_pks_than_the_cap_stand_for_the_whole_table(store_redis):
-    many = [str(n) for n in range(locks.TOUCHED_CAP + 1)]
-    probes.pend({TABLE: ["o1"]}, {TABLE: many}, "tok")
-    probes.pend({TABLE: ["o1"]}, {TABLE: ["5"]}, "tok")
-    assert probes.take(TABLE, "task")[0] == {locks.ANY}
+    saved("o1")
+    commit([str(n) for n in range(locks.TOUCHED_CAP + 1)], "tok")
+    commit(["5"], "tok")
+    assert probes.take(TABLE, "task").pks == {locks.ANY}
 
 
 def test_read_tells_busy_from_idle_and_gives_the_stored_result(store_redis):
@@ -41,38 +72,30 @@ def test_read_tells_busy_from_idle_and_gives_the_stored_result(store_redis):
     assert found["gone"].spec == ""
 
 
-def test_queue_records_the_entries_and_clears_only_its_own_probing_flag(store_redis):
-    saved("mine")
-    saved("later")
-    store_redis.set(keys.probing("mine"), "tok-1")
-    store_redis.set(keys.probing("later"), "tok-2")  # a later commit pended it again
-    owed = {"mine": [f"{TABLE}:*"], "later": [f"{TABLE}:*"]}
-    fresh = probes.queue(owed, {"mine": "tok-1", "later": "tok-1"}, stamps=False)
-    assert fresh == ["later", "mine"]
-    assert store_redis.smembers(keys.touched("mine")) == {f"{TABLE}:*"}
-    assert not store_redis.exists(keys.probing("mine"))
-    assert store_redis.get(keys.probing("later")) == "tok-2"
-    assert probes.queue(owed, {}, stamps=False) == []  # already queued
-
-
-def test_release_announces_the_version_to_waiting_clients_and_counts(store_redis):
+def test_until_the_dispatch_releases_its_table_no_precise_observer_is_caught_up(store_redis):
     saved("waited")
     saved("busy")
-    for oid in ("waited", "busy"):
-        store_redis.set(keys.probing(oid), "tok")
-        store_redis.set(keys.waiting(oid), "1")
+    commit(["1"], "tok-1")
+    assert [locks.idle("waited"), locks.sync("waited")] == [False, None]
     locks.queue(["busy"])
-    store_redis.sadd(keys.probe_taken(TABLE, "task")[0], "1")
-    released = probes.release(
-        ["waited", "busy"],
-        {"waited": "tok", "busy": "tok"},
-        skipped=2,
-        queries=1,
-        taken=(TABLE, "task"),
-    )
-    assert released == {"waited": 7}  # the busy one's evaluation announces it
-    assert not store_redis.exists(keys.probing("waited"), keys.probing("busy"))
-    assert not store_redis.exists(*keys.probe_taken(TABLE, "task"))
+    assert locks.sync("busy") is None
+    probes.take(TABLE, "task")
+    assert probes.release(TABLE, "task", "tok-1", skipped=2, queries=1) == ["busy", "waited"]
+    assert not store_redis.exists(keys.probe_pending(TABLE), *keys.probe_taken(TABLE, "task"))
+    assert locks.idle("waited") and locks.sync("waited") == 7
     assert int(store_redis.get(keys.stats_skipped())) == 2
     assert int(store_redis.get(keys.stats_probes())) == 1
     assert int(store_redis.get(keys.stats_dispatches())) == 1
+
+
+def test_a_release_after_a_later_commit_leaves_its_waiters_to_the_next_dispatch(store_redis):
+    saved("o1")
+    commit(["1"], "tok-1")
+    probes.take(TABLE, "task-1")
+    commit(["2"], "tok-2")  # after the take: its own token
+    assert locks.sync("o1") is None
+    assert probes.release(TABLE, "task-1", "tok-1", skipped=0, queries=0) == []
+    assert not locks.idle("o1")
+    assert probes.take(TABLE, "task-2").last == "tok-2"
+    assert probes.release(TABLE, "task-2", "tok-2", skipped=0, queries=0) == ["o1"]
+    assert locks.idle("o1")
