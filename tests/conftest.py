@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import os
+from collections import Counter
 
 import pytest
 import redis
@@ -11,6 +12,7 @@ from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.management import call_command
+from redis.cluster import RedisCluster
 
 from reactive_celery import fanout
 from reactive_celery.pg import triggers
@@ -169,29 +171,61 @@ def no_retry_left_behind():
 
 
 class CountingConnection(redis.Connection):
-    """A real Redis connection that counts its writes: one per command or pipeline."""
+    """A real Redis connection that counts its writes per node: one per command or pipeline."""
 
-    sent = 0
+    sent: Counter[str] = Counter()
 
     def send_packed_command(self, command, check_health=True):
-        CountingConnection.sent += 1
+        CountingConnection.sent[f"{self.host}:{self.port}"] += 1
         super().send_packed_command(command, check_health)
 
 
+class RoundTrips:
+    """The round trips the package has made to its Redis since the fixture began.
+
+    ``round_trips()`` counts them all; ``round_trips.per_node()`` by node, named
+    ``host:port`` as redis-py's cluster nodes are (``ClusterNode.name``).
+    """
+
+    def __call__(self) -> int:
+        return CountingConnection.sent.total()
+
+    def per_node(self) -> Counter[str]:
+        """A copy: subtract an earlier one to get what a step sent where."""
+        return Counter(CountingConnection.sent)
+
+
 @pytest.fixture
-def round_trips(store_redis, monkeypatch):
-    """Counts the round trips the package makes to its Redis: ``round_trips()`` so far."""
+def round_trips(store_redis):
+    """Counts the round trips the package makes to its Redis, on one server or a cluster.
+
+    The package's client is swapped for one of the same topology whose
+    connections count; ``store_redis`` still reads the same Redis uncounted.
+    """
     from reactive_celery.store import connection
 
-    pool = redis.ConnectionPool.from_url(
-        settings.REACTIVE_CELERY["REDIS_URL"],
-        connection_class=CountingConnection,
-        decode_responses=True,
-    )
-    monkeypatch.setattr(connection, "_client", redis.Redis(connection_pool=pool))
-    CountingConnection.sent = 0
-    yield lambda: CountingConnection.sent
-    pool.disconnect()
+    topology = connection.parse_url(settings.REACTIVE_CELERY["REDIS_URL"])
+    if topology.kind == "cluster":
+        # One node is enough to find the others. from_url, because only then do the
+        # node clients get pools built with the connection_class (Redis() refuses one).
+        host, port = topology.hosts[0]
+        counted = RedisCluster.from_url(
+            f"redis://{host}:{port}/",
+            password=topology.password,
+            decode_responses=True,
+            connection_class=CountingConnection,
+        )
+    else:
+        counted = redis.Redis.from_url(
+            topology.url, connection_class=CountingConnection, decode_responses=True
+        )
+    # Not monkeypatch: pytest-django's autouse fixtures take it first, so it undoes
+    # last and would bring the cluster client back after cluster_store dropped it.
+    connection._client = counted
+    CountingConnection.sent = Counter()
+    yield RoundTrips()
+    connection.reset_client()
+    counted.close()
 
 
 @pytest.fixture

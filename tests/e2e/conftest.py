@@ -17,7 +17,9 @@ import pytest
 from django.test import Client as DjangoClient
 from websockets.sync.client import ClientConnection, connect
 
+from reactive_celery.protocol import apply_batch
 from tests import processes
+from tests.testapp.models import Item
 
 
 @pytest.fixture(scope="session")
@@ -151,9 +153,15 @@ class Live:
         self._clients.append(client)
         return client
 
-    def observe(self, path: str, sock: Socket, cookies: dict[str, str] | None = None) -> dict:
+    def observe(
+        self,
+        path: str,
+        sock: Socket,
+        cookies: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> dict:
         separator = "&" if "?" in path else "?"
-        response = self.http(cookies).get(f"{path}{separator}observe={sock.id}")
+        response = self.http(cookies, port).get(f"{path}{separator}observe={sock.id}")
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -174,6 +182,34 @@ class Live:
             sock.close()
         for client in self._clients:
             client.close()
+
+
+def check_resume(live: Live, changes: int) -> None:
+    """A batched socket closed while ``changes`` commits land resumes with exactly their diffs.
+
+    One scenario for the one-server suite and the cluster's (test_batched, test_cluster).
+    A second socket keeps the observer alive, and its pushes pace the commits.
+    """
+    keeper = live.batched()
+    keeper.subscribe("/api/items/")
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/")
+    items, version = answer["items"], answer["version"]
+    sock.close()
+    created = []
+    for i in range(changes):
+        created.append(Item.objects.create(name=f"away{i}"))
+        assert keeper.next_push()["version"] == version + i + 1
+
+    back = live.batched()
+    resumed = back.subscribe("/api/items/", observer=answer["observer"], version=version)
+    assert "items" not in resumed and "reset" not in resumed
+    missed = list(range(version + 1, version + changes + 1))
+    assert [d["version"] for d in resumed["diffs"]] == missed
+    for frame in resumed["diffs"]:
+        items = apply_batch(items, frame, "id")
+    assert [i["id"] for i in items] == [c.pk for c in created]
+    assert resumed["version"] == version + changes
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from websockets.exceptions import ConnectionClosed
 
-from reactive_celery.protocol import apply_batch
+from tests.e2e.conftest import check_resume
 from tests.testapp.models import Item
 
 pytestmark = [pytest.mark.e2e]
@@ -75,25 +75,7 @@ def test_ping(live):
 
 
 def test_resume_gets_the_missing_diffs(live):
-    keeper = live.batched()
-    keeper.subscribe("/api/items/")
-    sock = live.batched()
-    answer = sock.subscribe("/api/items/")
-    items, version = answer["items"], answer["version"]
-    sock.close()
-    created = []
-    for i in range(3):
-        created.append(Item.objects.create(name=f"away{i}"))
-        assert keeper.next_push()["version"] == version + i + 1
-
-    back = live.batched()
-    resumed = back.subscribe("/api/items/", observer=answer["observer"], version=version)
-    assert "items" not in resumed and "reset" not in resumed
-    assert [d["version"] for d in resumed["diffs"]] == [version + 1, version + 2, version + 3]
-    for frame in resumed["diffs"]:
-        items = apply_batch(items, frame, "id")
-    assert [i["id"] for i in items] == [c.pk for c in created]
-    assert resumed["version"] == version + 3
+    check_resume(live, changes=3)
 
 
 def test_resume_beyond_the_buffer_is_a_reset(live):

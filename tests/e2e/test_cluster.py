@@ -17,11 +17,10 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import User
 
-from reactive_celery.protocol import apply_batch
 from reactive_celery.store import connection, keys
 from reactive_celery.testing import cluster as redis_cluster
 from tests import processes
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, check_resume
 from tests.testapp.models import Item
 
 # The store's topology does not depend on the database: the sqlite cell runs these
@@ -128,38 +127,19 @@ def test_a_polling_observer_is_polled_by_beat(on_cluster):
 
 
 def test_resume_gets_the_missing_diffs(on_cluster):
-    keeper = on_cluster.batched()
-    keeper.subscribe("/api/items/")
-    sock = on_cluster.batched()
-    answer = sock.subscribe("/api/items/")
-    items, version = answer["items"], answer["version"]
-    sock.close()
-    created = []
-    for i in range(2):
-        created.append(Item.objects.create(name=f"away{i}"))
-        assert keeper.next_push()["version"] == version + i + 1
-
-    back = on_cluster.batched()
-    resumed = back.subscribe("/api/items/", observer=answer["observer"], version=version)
-    assert [d["version"] for d in resumed["diffs"]] == [version + 1, version + 2]
-    for frame in resumed["diffs"]:
-        items = apply_batch(items, frame, "id")
-    assert [i["id"] for i in items] == [c.pk for c in created]
+    check_resume(on_cluster, changes=2)
 
 
 def test_the_state_of_a_killed_server_is_swept_from_every_master(on_cluster, spawn):
     store = on_cluster.redis
     port = processes.free_port()
     server = spawn(processes.asgi_server, port, env={**on_cluster.cluster["env"], **SHORT_LIVED})
-    http = on_cluster.http(port=port)
     socks = [on_cluster.socket(port=port) for _ in range(3)]
     paths = ["/api/items/", "/api/items/?enabled=True", f"/api/ticks/?name={secrets.token_hex(6)}"]
-    observers = set()
-    for path, sock in zip(paths, socks, strict=True):
-        separator = "&" if "?" in path else "?"
-        response = http.get(f"{path}{separator}observe={sock.id}")
-        assert response.status_code == 200, response.text
-        observers.add(response.json()["observer"])
+    observers = {
+        on_cluster.observe(path, sock, port=port)["observer"]
+        for path, sock in zip(paths, socks, strict=True)
+    }
     assert all(store.exists(keys.observer(oid)) for oid in observers)
 
     server.kill()  # SIGKILL: no socket closes cleanly

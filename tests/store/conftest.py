@@ -4,7 +4,8 @@ One cluster per session (``cluster_nodes`` in tests/conftest.py); a test runs on
 with ``REDIS_URL`` pointed there, so every key gets its hash tags and every
 script meets Redis Cluster's one-slot rule. Tests of the single-server client
 itself (``@pytest.mark.single_server``) and round-trip counts run on one server
-only, tests of the cluster's own steps (``@pytest.mark.cluster``) on the cluster only.
+only, tests of the cluster's own steps (``@pytest.mark.cluster``, their round-trip
+counts among them) on the cluster only.
 """
 
 import pytest
@@ -17,10 +18,11 @@ def pytest_generate_tests(metafunc):
     if "store_redis" not in metafunc.fixturenames:
         return
     marked = metafunc.definition.get_closest_marker
-    if marked("single_server") or "round_trips" in metafunc.fixturenames:
-        topologies = ["single"]
-    elif marked("cluster"):
+    if marked("cluster"):
         topologies = ["cluster"]  # a guarantee of the cluster's own steps
+    elif marked("single_server") or "round_trips" in metafunc.fixturenames:
+        # A round-trip count holds for one topology: unmarked, it is the single server's.
+        topologies = ["single"]
     else:
         topologies = ["single", "cluster"]
     metafunc.parametrize("topology", topologies, scope="function")
