@@ -293,7 +293,10 @@ class Deployment:
         py = sys.executable
         # Django advises against persistent connections under ASGI; see the settings' docstring.
         # The role keeps the name "uvicorn" whichever server BENCH_ASGI_SERVER picks.
-        self._spawn("uvicorn", asgi_command(py, self.port), BENCH_CONN_MAX_AGE="0")
+        pool = os.environ.get("BENCH_ASGI_POOL", "4") if self.database == "postgres" else "0"
+        self._spawn(
+            "uvicorn", asgi_command(py, self.port), BENCH_CONN_MAX_AGE="0", BENCH_PG_POOL=pool
+        )
         worker = [py, "-m", "celery", "-A", "benchproject", "worker", "-P", "prefork"]
         worker += ["-c", str(self.concurrency), "-n", f"bench-{self.port}@%h", "--loglevel=INFO"]
         self._spawn("worker", worker)

@@ -1,4 +1,6 @@
-"""Database sessions in real workers: each pool process keeps one across evaluations."""
+"""Database sessions in real workers and ASGI servers: kept across tasks, pooled per server."""
+
+import os
 
 import pytest
 import redis
@@ -43,3 +45,59 @@ def test_evaluations_in_workers_reuse_their_database_connections(live, cluster):
         # The whole database: the workers' sessions, and none per request or task.
         assert _sessions() - sessions <= POOL_PROCESSES
     counters.close()
+
+
+#: docs/deployment.md's bounded pool for an ASGI server, as tests/project/settings.py
+#: reads it.
+ASGI_POOL = 3
+
+
+@pytest.mark.postgres
+def test_an_asgi_server_on_the_documented_pool_never_holds_more_connections(
+    cluster, transactional_db
+):
+    """40 concurrent requests to one uvicorn share the pool's connections: no new
+    PostgreSQL session per request, never more than ``max_size`` at once."""
+    import asyncio
+
+    import httpx
+
+    from tests.processes import asgi_server, free_port
+
+    name = f"reactive-asgi-pool-{os.getpid()}"
+    port = free_port()
+    server = asgi_server(port, env={"REACTIVE_TEST_PG_POOL": str(ASGI_POOL), "PGAPPNAME": name})
+    Item.objects.create(name="pooled")
+    seen: set[int] = set()
+    most = 0
+
+    def backends() -> list[int]:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [name]
+                )
+                return [row[0] for row in cursor.fetchall()]
+        finally:
+            connection.close()  # this helper thread's own connection
+
+    async def load() -> list[int]:
+        nonlocal most
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            requests = [asyncio.create_task(http.get("/api/items/")) for _ in range(40)]
+            while not all(r.done() for r in requests):
+                pids = await asyncio.to_thread(backends)
+                seen.update(pids)
+                most = max(most, len(pids))
+                await asyncio.sleep(0.005)
+            return [r.result().status_code for r in requests]
+
+    try:
+        statuses = asyncio.run(load())
+        seen.update(backends())
+    finally:
+        server.stop()
+    assert statuses == [200] * 40
+    assert 1 <= most <= ASGI_POOL
+    # Each connection served many requests: a per-request connection shows 40 backends.
+    assert len(seen) <= ASGI_POOL

@@ -57,6 +57,11 @@ if os.environ.get("REACTIVE_DATABASE", "sqlite") == "postgres":
         "CONN_MAX_AGE": int(os.environ.get("REACTIVE_TEST_CONN_MAX_AGE", "0")),
         "TEST": {"NAME": "reactive_test"},
     }
+    if os.environ.get("REACTIVE_TEST_PG_POOL"):
+        # docs/deployment.md's pool for an ASGI server: at most this many connections.
+        _db["OPTIONS"] = {
+            "pool": {"min_size": 1, "max_size": int(os.environ["REACTIVE_TEST_PG_POOL"])}
+        }
 else:
     _path = os.environ.setdefault(
         "REACTIVE_SQLITE_PATH",

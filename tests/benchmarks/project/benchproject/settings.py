@@ -14,7 +14,9 @@ Database connections, the deployment choices the figures depend on:
   and each evaluation would open a new one.
 - uvicorn gets ``BENCH_CONN_MAX_AGE=0``: Django's docs advise against
   persistent connections under ASGI (each request's thread would keep one
-  open), so each request opens and closes its own.
+  open). On PostgreSQL it takes its connections from docs/deployment.md's
+  bounded pool (``BENCH_PG_POOL``: its ``max_size``, 4 unless the suite's
+  ``BENCH_ASGI_POOL`` says otherwise; 0: a connection per request).
 - SQLite runs in WAL mode (Django 5.1+ ``init_command``), as a deployment
   with concurrent readers and one writer would.
 """
@@ -59,6 +61,8 @@ if os.environ.get("BENCH_DATABASE", "sqlite") == "postgres":
         "CONN_MAX_AGE": _conn_max_age,
         "CONN_HEALTH_CHECKS": True,
     }
+    if int(os.environ.get("BENCH_PG_POOL") or 0):
+        _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": int(os.environ["BENCH_PG_POOL"])}}
 else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
