@@ -249,7 +249,7 @@ def replay(oid: str, since: int, current: int) -> list[dict[str, Any]] | None:
 
 # KEYS: the observer's state keys (6), the poll zset, then the leaving subscriber's
 # observer set and the observer sets of ARGV's subscribers, then the dependency sets
-# of ARGV's tables. ARGV: oid, leaving sid ('' for none), '1' to drop anyway,
+# of ARGV's tables and their precise sets. ARGV: oid, leaving sid ('' for none), '1' to drop anyway,
 # the number of subscribers passed, then those sids, then the tables.
 # Returns false when the observer keeps subscribers, -1 when the keys passed do not
 # cover what it holds now (the caller reads again), else its former subscribers.
@@ -275,7 +275,11 @@ for _, sid in ipairs(former) do if not given_subs[sid] then return -1 end end
 for _, t in ipairs(tables) do if not given_tables[t] then return -1 end end
 if leaving ~= '' then redis.call('SREM', KEYS[8], oid) end
 for _, sid in ipairs(former) do redis.call('SREM', KEYS[given_subs[sid]], oid) end
-for _, t in ipairs(tables) do redis.call('SREM', KEYS[given_tables[t]], oid) end
+local ntables = #ARGV - 4 - nsubs
+for _, t in ipairs(tables) do
+  redis.call('SREM', KEYS[given_tables[t]], oid)
+  redis.call('SREM', KEYS[given_tables[t] + ntables], oid)
+end
 redis.call('ZREM', KEYS[7], oid)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return former
@@ -305,6 +309,7 @@ def release(oid: str, leaving: str = "", *, force: bool = False) -> list[str] | 
             keys.subscriber_observers(leaving) if leaving else keys.observer_subscribers(oid),
             *(keys.subscriber_observers(sid) for sid in sids),
             *(keys.dependents(table) for table in tables),
+            *(keys.precise(table) for table in tables),
         ]
         args = [oid, leaving, "1" if force else "0", len(sids), *sids, *tables]
         result = script(keys=names, args=args)
@@ -355,7 +360,8 @@ def _release_on_cluster(r: Redis, oid: str, leaving: str, *, force: bool) -> lis
     pipe.execute()
     if tables:
         # Cluster pipelines refuse EVAL: the index's script goes by itself.
-        r.eval(_INDEX_MOVE, len(tables), *(keys.dependents(t) for t in tables), oid, 1, "0")
+        index = [*(keys.dependents(t) for t in tables), *(keys.precise(t) for t in tables)]
+        r.eval(_INDEX_MOVE, len(index), *index, oid, 1, "0")
     return former
 
 

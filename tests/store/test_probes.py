@@ -99,3 +99,12 @@ def test_a_release_after_a_later_commit_leaves_its_waiters_to_the_next_dispatch(
     assert probes.take(TABLE, "task-2").last == "tok-2"
     assert probes.release(TABLE, "task-2", "tok-2", skipped=0, queries=0) == ["o1"]
     assert locks.idle("o1")
+
+
+def test_a_dropped_observer_leaves_its_tables_precise_set(store_redis):
+    saved("o1")
+    saved("o2")
+    observers.drop("o1")
+    assert store_redis.smembers(keys.precise(TABLE)) == {"o2"}
+    observers.drop("o2")
+    assert not store_redis.exists(keys.precise(TABLE))
