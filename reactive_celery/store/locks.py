@@ -59,6 +59,20 @@ ANY = "*"
 #: Entries kept per observer in its touched set; past it the set collapses to ``ANY``.
 TOUCHED_CAP = 1000
 
+# Adds ARGV[first..last] to the set ``key`` unless it already stands for everything
+# (``ANY``); past ``cap`` members it collapses to ``ANY``. Touched sets and a table's
+# pending pks follow this one rule.
+_ADD_CAPPED = """
+local function add_capped(key, first, last, cap)
+  if redis.call('SISMEMBER', key, '*') == 1 then return end
+  for i = first, last do redis.call('SADD', key, ARGV[i]) end
+  if redis.call('SCARD', key) > tonumber(cap) then
+    redis.call('DEL', key)
+    redis.call('SADD', key, '*')
+  end
+end
+"""
+
 # KEYS: the n tables' dependency sets, their ``precise`` sets, the watch zset (observers
 # being created), then for each of the m tables whose rows are known: probe pks, tokens,
 # pending, queued. ARGV: n, m, token, touched ttl s, queued ttl s, cap, then per known
@@ -69,7 +83,9 @@ TOUCHED_CAP = 1000
 # for 1 or 1,000 such observers. Returns {the others: oid, then the 1-based indexes of
 # the tables it read joined by ',' ('*': all), the indexes (1..m) of the known tables
 # whose dispatch task to send}.
-_COMMIT = """
+_COMMIT = (
+    _ADD_CAPPED
+    + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local found, order = {}, {}
 for i = 1, n do
@@ -104,13 +120,7 @@ for j = 1, m do
   if pend[j] then
     local base = 2 * n + 1 + 4 * (j - 1)
     local pks, tokens = KEYS[base + 1], KEYS[base + 2]
-    if redis.call('SISMEMBER', pks, '*') == 0 then
-      for k = spans[j][1], spans[j][2] do redis.call('SADD', pks, ARGV[k]) end
-      if redis.call('SCARD', pks) > tonumber(ARGV[6]) then
-        redis.call('DEL', pks)
-        redis.call('SADD', pks, '*')
-      end
-    end
+    add_capped(pks, spans[j][1], spans[j][2], ARGV[6])
     redis.call('HSETNX', tokens, 'first', ARGV[3])
     redis.call('HSET', tokens, 'last', ARGV[3])
     redis.call('EXPIRE', pks, ARGV[4])
@@ -123,25 +133,23 @@ for j = 1, m do
 end
 return {out, sends}
 """
+)
 
 # KEYS: touched, queued, committed. ARGV: queued ttl s, touched ttl s, cap, commit stamp
 # ('' for none), its ttl s, then the entries.
 # Recorded before the queued flag in one script, so the task that clears the flag
 # (``begin``) always finds what its change touched. Returns 1 (queued now) or 0 (was
 # queued).
-_TOUCH_AND_QUEUE = """
-if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  for i = 6, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
-  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[3]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('SADD', KEYS[1], '*')
-  end
-end
+_TOUCH_AND_QUEUE = (
+    _ADD_CAPPED
+    + """
+add_capped(KEYS[1], 6, #ARGV, ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'NX', 'EX', ARGV[5]) end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
+)
 
 
 def queue(oids: Iterable[str]) -> list[str]:
