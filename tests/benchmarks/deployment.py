@@ -218,6 +218,10 @@ def asgi_command(py: str, port: int) -> list[str]:
         return command + ["--port", str(port), "--workers", "1", "--log-level", "warning", app]
     command = [py, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--lifespan", "off", "--ws", "websockets"]
+    # docs/deployment.md: per-message deflate keeps a zlib stream per socket and
+    # compresses every frame once per socket. BENCH_WS_DEFLATE=1 measures it on.
+    deflate = "true" if os.environ.get("BENCH_WS_DEFLATE", "0") == "1" else "false"
+    command += ["--ws-per-message-deflate", deflate]
     return command + ["--log-level", "warning", "--no-access-log"]
 
 

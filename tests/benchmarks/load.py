@@ -50,6 +50,8 @@ class Follower:
     last_frame: float = 0.0
     errors: list[str] = field(default_factory=list)
     subscribe_retries: int = 0
+    #: Seconds from sending the subscription (GET or socket request) to its answer.
+    subscribe_s: float = 0.0
     _ws: object = None
 
     async def open(self, port: int, http: httpx.AsyncClient) -> None:
@@ -60,6 +62,7 @@ class Follower:
                 f"ws://127.0.0.1:{port}/ws/{sid}", additional_headers=origin, max_size=None
             )
             sep = "&" if "?" in self.url else "?"
+            started = time.perf_counter()
             for _ in range(100):
                 response = await http.get(f"{self.url}{sep}observe={sid}")
                 # The seed consumer accepts the handshake before it registers the id, so
@@ -69,15 +72,18 @@ class Follower:
                 self.subscribe_retries += 1
                 await asyncio.sleep(0.02)
             answer = response.raise_for_status().json()
+            self.subscribe_s = time.perf_counter() - started
         else:
             self._ws = await connect(
                 f"ws://127.0.0.1:{port}/ws/reactive/", additional_headers=origin, max_size=None
             )
+            started = time.perf_counter()
             await self._ws.send(json.dumps({"type": "subscribe", "id": 1, "url": self.url}))
             while True:
                 answer = json.loads(await self._ws.recv())
                 if answer.get("id") == 1:
                     break
+            self.subscribe_s = time.perf_counter() - started
             if answer.get("type") != "subscribed":
                 raise RuntimeError(f"subscribe {self.url}: {answer}")
         self.items = list(answer["items"])

@@ -14,11 +14,25 @@ COMPARED = {
     "c": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
     **{
         s: ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"]
-        for s in "ghi"
+        for s in "hi"
     },
+    "g": [
+        "latency_ms.p50",
+        "latency_ms.p99",
+        "subscribe_ms.p99",
+        "evaluations_per_write",
+        "cpu_s_server",
+    ],
     "e": ["last_frame_ms", "evaluations_per_affected_observer", "cpu_s_server"],
     "f": ["ratio_no_observer", "ratio_one_observer"],
 }
+
+
+def _pair(found: dict | None) -> str:
+    """'p50 / p99' of a percentile dict; '' when the revision did not report it."""
+    if not found:
+        return ""
+    return f"{_fmt(found.get('p50'))} / {_fmt(found.get('p99'))}"
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -111,6 +125,7 @@ def render_markdown(report: dict) -> str:
                         r.get("stale_clients"),
                         r.get("evaluations_per_write"),
                         r.get("patch_ms_p50"),
+                        _pair(r.get("subscribe_ms")),
                         r.get("cpu_s_server"),
                     ]
                 )
@@ -166,6 +181,7 @@ def render_markdown(report: dict) -> str:
                 "stale clients",
                 "evaluations / write",
                 "PATCH p50 ms",
+                "subscribe p50 / p99 ms",
                 "server CPU s",
             ],
             write_rows,

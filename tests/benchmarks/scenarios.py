@@ -185,6 +185,8 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         "stale_clients": stale,
         "socket_errors": sum(len(f.errors) for f in followers),
         "subscribe_retries": sum(f.subscribe_retries for f in followers),
+        # 20 subscriptions in flight at a time (open_all), as a page of clients arriving.
+        "subscribe_ms": _latency([f.subscribe_s for f in followers if f.subscribe_s]),
         "write_failures": writer.failures,
         "patch_ms_p50": _ms(percentile(writer.round_trips, 0.5)),
         "evaluations": evaluations,
