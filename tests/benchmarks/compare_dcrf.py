@@ -6,10 +6,12 @@
 
 N WebSocket clients follow the list of ``Item`` rows while the benchmark
 writes R rows a second for S seconds; each row's name is the ``time.time()``
-of its write. Prints one JSON object per (backend, sockets, rate): the
-fraction of expected notifications delivered, commit-to-receive latency, and
-CPU seconds of the server-side process trees (uvicorn, Celery workers, Redis)
-plus the writer thread's own CPU (signal receivers) over the write phase.
+of its write. Prints one JSON object per (backend, sockets, rate): the items
+expected, delivered, coalesced (reactive only: skipped in a version gap, which
+a real client refetches; this one does not) and lost (neither), the
+commit-to-receive latency, and CPU seconds of the server-side process trees
+(uvicorn, Celery workers, Redis) plus the writer thread's own CPU (signal
+receivers) over the write phase, and of each load-client process.
 
 - ``reactive``: the batched protocol exactly as ``fanout.py`` (uvicorn and
   Celery workers re-evaluating ``/api/items/?ordering=-id``, diffs pushed).
@@ -18,7 +20,12 @@ plus the writer thread's own CPU (signal receivers) over the write phase.
   serialised and group-sent from the writing process, the client keeps the list.
 
 Each run is a child process of its own (fresh Redis, SQLite file, signal
-receivers), so the two libraries never share a writer.
+receivers), so the two libraries never share a writer. The runs use the test
+project with ``BENCHMARK_ENV`` (the library's heartbeat and TTL, not the fault
+tests' 1 s and 10 s; no per-address socket cap); a value set in the
+environment wins. The sockets are spread over ``--client-processes`` load
+clients (one per 250 sockets unless told): one process reading 1,000 sockets
+at 10 diffs a second spends a core on it, and its lag then shows as latency.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Prints frames expected and delivered, version gaps seen by clients, the
 commit-to-socket latency percentiles, the subscribe round trip (socket
 subscribe to answer) and the ASGI server's memory per idle socket and per
 subscription. ``--client-processes`` spreads the clients over that many
-processes, so the load client is not the bottleneck. Real processes throughout: a private
+processes, so the load client is not the bottleneck (``ClientProcesses``,
+which ``compare_dcrf`` uses too). Items a client skipped in a version gap
+are counted as coalesced, apart from the lost ones. Real processes throughout: a private
 Redis, Celery workers and a uvicorn server, all started and stopped here.
 """
 
