@@ -85,10 +85,12 @@ class Items:
         self.gap_open = False
 
     def gap(self) -> None:
+        """Called for a diff whose version skips some: rows from here on were hidden."""
         if not self.gap_open:
             self.gap_open, self.gap_from = True, self.last
 
     def rows(self, ids: list[int]) -> None:
+        """Called with the ids a diff added; the first after a gap closes it."""
         if not ids:
             return
         if self.gap_open:
@@ -97,6 +99,7 @@ class Items:
         self.last = max(ids) if self.last is None else max(self.last, *ids)
 
     def close(self) -> None:
+        """Called when the socket is done: a gap still open runs to the last write."""
         if self.gap_open:
             self.results["gap_ids"].append((self.gap_from, None))
             self.gap_open = False
