@@ -224,7 +224,8 @@ async def run(args: argparse.Namespace) -> dict:
     latencies = [v for part in parts for v in part["latencies"]]
     failed = [v for part in parts for v in part["failed"]]
     gaps = sum(part["gaps"] for part in parts)
-    hidden = coalesced([g for part in parts for g in part["gap_ids"]], ids[0], ids[-1])
+    gap_ids = [g for part in parts for g in part["gap_ids"]]
+    hidden = coalesced(gap_ids, ids[0], ids[-1]) if ids else 0
     expected = writes * args.sockets
     reactive = args.backend == "reactive"
     per_socket = sorted(v for part in parts for v in part["socket_items"])
