@@ -106,10 +106,12 @@ async def follow_dcrf(
         max_size=None,
     ) as ws:
         await at_connected(results, passed)
+        sent = time.perf_counter()
         await ws.send(json.dumps({"action": "subscribe_to_item_activity", "request_id": 1}))
         answer = json.loads(await ws.recv())
         if answer.get("response_status") != 201:
             raise RuntimeError(f"subscribe refused: {answer}")
+        results["subscribe_s"].append(time.perf_counter() - sent)
         at_subscribed(results, ready, total, passed)
         rows: dict[int, dict] = {}  # the list the client must maintain itself
         last_at, seen = time.time(), 0
@@ -196,9 +198,14 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         pool.start()
         deadline = time.monotonic() + 120
-        if not (await pool.all_connected(deadline) and await pool.all_subscribed(deadline)):
+        if not await pool.all_connected(deadline):
+            failed = f"not all {args.sockets} clients connected within 120 s"
+            return {"backend": args.backend, "sockets": args.sockets, "error": failed}
+        go = time.monotonic()
+        if not await pool.all_subscribed(deadline):
             failed = f"{pool.subscribed_so_far()} of {args.sockets} clients subscribed within 120 s"
             return {"backend": args.backend, "sockets": args.sockets, "error": failed}
+        subscribing = time.monotonic() - go
         cpu_server0, cpu_redis0, wall0 = tree_cpu(server_pids), tree_cpu(redis_pids), time.time()
         cpu_here0 = time.process_time()
         each0 = {p.name: tree_cpu([p.popen.pid]) for p in started}
@@ -225,6 +232,7 @@ async def run(args: argparse.Namespace) -> dict:
     failed = [v for part in parts for v in part["failed"]]
     gaps = sum(part["gaps"] for part in parts)
     gap_ids = [g for part in parts for g in part["gap_ids"]]
+    subscribe_s = [v for part in parts for v in part["subscribe_s"]]
     hidden = coalesced(gap_ids, ids[0], ids[-1]) if ids else 0
     expected = writes * args.sockets
     reactive = args.backend == "reactive"
@@ -241,6 +249,9 @@ async def run(args: argparse.Namespace) -> dict:
         "seconds": args.seconds,
         "writes": writes,
         "client_processes": count,
+        "subscribe_phase_s": round(subscribing, 1),  # every socket asks at once
+        "subscribe_ms_p50": round(percentile(subscribe_s, 0.5) * 1000, 1),
+        "subscribe_ms_p99": round(percentile(subscribe_s, 0.99) * 1000, 1),
         "sockets_failed": len(failed),
         "first_failures": sorted(set(failed))[:3],
         "frames_delivered": sum(part["frames"] for part in parts),
