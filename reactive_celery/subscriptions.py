@@ -137,8 +137,18 @@ def _observe(
     _check_caps(request, sid, oid, user)
     _strip_observe(request)
     if options.per_user:
-        # A shared observer checks each subscriber's result against its own: locked path.
         current = _subscribe_current(request, spec, subscriber, options)
+        if current is not None:
+            return current
+    elif locks.idle(oid) and observers.exists(oid):
+        # A shared observer's result must equal the subscriber's own answer: the view
+        # runs as the subscriber, without the lock, and is compared with the stored one.
+        response = method(viewset, request, *args, **kwargs)
+        if getattr(response, "status_code", 500) != 200:
+            return response
+        current = _subscribe_current(
+            request, spec, subscriber, options, own=result_from_response(response)
+        )
         if current is not None:
             return current
     try:
@@ -227,18 +237,28 @@ def _subscribe_current(
     spec: ObserverSpec,
     subscriber: subscribers.Subscriber,
     options: ReactiveOptions,
+    own: Result | None = None,
 ) -> Response | None:
     """Subscribe to an observer whose stored result is current: no evaluation, no lock.
 
     The view's permission and throttle checks already ran (DRF's ``initial``), as
-    the subscriber; the stored result is this user's (per-user observer). The
-    socket joins before the result is read, so a diff published in between
-    reaches it as a version it already holds (clients skip those) rather than
-    being missed. None: take the locked path (evaluation owed, or no observer).
+    the subscriber. A per-user observer's stored result is this user's; a shared
+    one's must equal ``own``, the view's answer to this subscriber, read before the
+    observer was found idle (so no write committed before that answer is left
+    unevaluated), and compared before the socket joins anything: a view that
+    depends on the user never lets the socket in. The socket joins before the
+    result it is answered is read, so a diff published in between reaches it as
+    a version it already holds (clients skip those) rather than being missed.
+    None: take the locked path (evaluation owed, no observer, a different result).
     """
     oid = spec.id
-    if not locks.idle(oid) or observers.load(oid) is None:
+    if not locks.idle(oid):
         return None
+    found = observers.load(oid)
+    if found is None:
+        return None
+    if own is not None and (own.items != found.items or own.meta != found.meta):
+        return None  # changed meanwhile, or the view depends on the user: the lock decides
     if not subscribers.subscribe(oid, subscriber.id):
         raise NotFound("The subscriber's socket closed during the subscription.")
     follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)

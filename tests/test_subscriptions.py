@@ -326,3 +326,51 @@ def test_a_subscribe_while_an_evaluation_is_owed_evaluates_under_the_lock(store_
     second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
     # Evaluated for this subscriber: the answer holds the write the queue still owes.
     assert [item["name"] for item in second["items"]] == ["new"]
+
+
+def test_a_subscribe_to_a_current_shared_observer_runs_only_the_view_and_takes_no_lock(
+    store_redis, listener, django_assert_num_queries
+):
+    staff = [User.objects.create(username=f"staff{n}", is_staff=True) for n in range(2)]
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, str(staff[0].pk))
+    first = subscribe("/api/shared-staff/", user=staff[0])
+    evaluations = observers.load(first["observer"]).evaluations
+    other = Listener()
+    try:
+        subscribers.register("subscriber-2", other.channel, str(staff[1].pk))
+        # The view as this subscriber (its one query), compared with the stored result:
+        # no shared evaluation, no lock.
+        with django_assert_num_queries(1):
+            second = subscribe("/api/shared-staff/", user=staff[1], sid="subscriber-2")
+        assert (second["observer"], second["version"]) == (first["observer"], first["version"])
+        assert second["items"] == first["items"]
+        assert observers.load(first["observer"]).evaluations == evaluations
+        assert not store_redis.exists(f"rc:lock:{first['observer']}")
+        assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
+        Item.objects.create(name="b")
+        observer.evaluate(first["observer"])
+        assert other.receive_at_hub()["type"] == fanout.FOLLOW
+        assert other.receive_at_hub()["version"] == first["version"] + 1
+    finally:
+        other.close()
+
+
+def test_a_user_whose_answer_differs_from_a_current_shared_result_never_joins_it(
+    store_redis, listener
+):
+    nobody, owner = User.objects.create(username="nobody"), User.objects.create(username="owner")
+    subscribers.register(SID, listener.channel, str(nobody.pk))
+    oid = subscribe("/api/wrongly-shared/", user=nobody)["observer"]  # [] for both identities
+    Item.objects.create(name="mine", owner=owner)
+    observer.evaluate(oid)  # still [] as the shared identity sees it: current
+    other = Listener()
+    try:
+        subscribers.register("subscriber-2", other.channel, str(owner.pk))
+        with pytest.raises(Refused) as refused:
+            subscribe("/api/wrongly-shared/", user=owner, sid="subscriber-2")
+        assert refused.value.code == "depends_on_user"
+        assert subscribers.followers(oid) == {SID}
+        assert not subscribers.follows("subscriber-2", oid)
+    finally:
+        other.close()

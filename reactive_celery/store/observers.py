@@ -13,7 +13,17 @@ from ..conf import reactive_settings
 from . import keys, stats
 from .connection import client
 
-__all__ = ["Observer", "drop", "load", "mark_precise", "note", "release", "replay", "save"]
+__all__ = [
+    "Observer",
+    "drop",
+    "exists",
+    "load",
+    "mark_precise",
+    "note",
+    "release",
+    "replay",
+    "save",
+]
 
 
 def _dumps(value: Any) -> str:
@@ -220,6 +230,11 @@ return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 def note(oid: str, field: str, value: str, *, overwrite: bool = False) -> None:
     """Set one more field of an existing observer (never creating a hash without a lifetime)."""
     client().eval(_NOTE, 1, keys.observer(oid), field, value, "1" if overwrite else "0")
+
+
+def exists(oid: str) -> bool:
+    """Whether the observer has a stored result."""
+    return bool(client().exists(keys.observer(oid)))
 
 
 def mark_precise(oid: str, table: str) -> None:
