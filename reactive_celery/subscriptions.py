@@ -12,6 +12,7 @@ the first diff the socket receives.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -33,6 +34,7 @@ from .dependencies import capture_tables, tables_for
 from .evaluation import GetRequest, Result, evaluate_spec, result_from_response, view_path
 from .exceptions import (
     DependsOnUser,
+    ObserverBusy,
     ObserverError,
     Refused,
     StoreUnavailable,
@@ -136,39 +138,72 @@ def _observe(
     oid = spec.id
     _check_caps(request, sid, oid, user)
     _strip_observe(request)
-    if options.per_user:
-        current = _subscribe_current(request, spec, subscriber, options)
+    deadline = time.monotonic() + reactive_settings.LOCK_WAIT
+    while True:
+        # Whoever holds the lock (an evaluation, or the subscribe that creates the
+        # observer) may leave the result current: then the waiters need not take it in
+        # turn, so many subscribes to one observer do not queue behind each other.
+        current = _current(viewset, request, method, args, kwargs, spec, subscriber, options)
         if current is not None:
             return current
-    elif locks.idle(oid) and observers.exists(oid):
-        # A shared observer's result must equal the subscriber's own answer: the view
-        # runs as the subscriber, without the lock, and is compared with the stored one.
-        response = method(viewset, request, *args, **kwargs)
-        if getattr(response, "status_code", 500) != 200:
-            return response
-        current = _subscribe_current(
-            request, spec, subscriber, options, own=result_from_response(response)
-        )
-        if current is not None:
-            return current
-    try:
-        with locks.observer_lock(oid) as held:
-            # Until its dependencies are stored, any committed write must reach this
-            # observer: the running view may already have read past it.
-            locks.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
-            try:
-                response = _subscribe_locked(
-                    viewset, request, method, args, kwargs, spec, subscriber, user, options
+        try:
+            with locks.observer_lock(oid, wait=0) as held:
+                response = _current(
+                    viewset, request, method, args, kwargs, spec, subscriber, options, holding=True
                 )
-            finally:
-                locks.unwatch(oid)
-    except ObserverError as exc:
-        raise StoreUnavailable(str(exc)) from exc
+                if response is None:
+                    # Until its dependencies are stored, any committed write must reach
+                    # this observer: the running view may already have read past it.
+                    locks.watch(oid, reactive_settings.EVALUATION_TIME_LIMIT + 5)
+                    try:
+                        response = _subscribe_locked(
+                            viewset, request, method, args, kwargs, spec, subscriber, user, options
+                        )
+                    finally:
+                        locks.unwatch(oid)
+            break
+        except ObserverBusy as exc:
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(str(exc)) from exc
+            time.sleep(LOCK_POLL)
+        except ObserverError as exc:
+            raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
         enqueue_evaluation(oid)
     else:
         observer.announce_settled(oid)
     return response
+
+
+#: Seconds between two looks at a locked observer by a waiting subscribe.
+LOCK_POLL = 0.005
+
+
+def _current(
+    viewset: APIView,
+    request: Request,
+    method: ViewMethod,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: ObserverSpec,
+    subscriber: subscribers.Subscriber,
+    options: ReactiveOptions,
+    *,
+    holding: bool = False,
+) -> Response | None:
+    """The answer from the stored result if it is current (``_subscribe_current``), else
+    None. ``holding``: the caller holds the observer's lock."""
+    if not locks.idle(spec.id, holding=holding) or not observers.exists(spec.id):
+        return None
+    own = None
+    if not options.per_user:
+        # A shared observer's result must equal the subscriber's own answer: the view
+        # runs as the subscriber and is compared with the stored one.
+        response = method(viewset, request, *args, **kwargs)
+        if getattr(response, "status_code", 500) != 200:
+            return response
+        own = result_from_response(response)
+    return _subscribe_current(request, spec, subscriber, options, own, holding=holding)
 
 
 def _check_caps(request: Request, sid: str, oid: str, user: str) -> None:
@@ -238,8 +273,11 @@ def _subscribe_current(
     subscriber: subscribers.Subscriber,
     options: ReactiveOptions,
     own: Result | None = None,
+    *,
+    holding: bool = False,
 ) -> Response | None:
-    """Subscribe to an observer whose stored result is current: no evaluation, no lock.
+    """Subscribe to an observer whose stored result is current: no evaluation, no lock
+    (or the caller's: ``holding``).
 
     The view's permission and throttle checks already ran (DRF's ``initial``), as
     the subscriber. A per-user observer's stored result is this user's; a shared
@@ -252,7 +290,7 @@ def _subscribe_current(
     None: take the locked path (evaluation owed, no observer, a different result).
     """
     oid = spec.id
-    if not locks.idle(oid):
+    if not locks.idle(oid, holding=holding):
         return None
     found = observers.load(oid)
     if found is None:

@@ -374,3 +374,36 @@ def test_a_user_whose_answer_differs_from_a_current_shared_result_never_joins_it
         assert not subscribers.follows("subscriber-2", oid)
     finally:
         other.close()
+
+
+def test_a_subscribe_that_waited_on_another_holder_of_a_current_observer_does_not_evaluate(
+    store_redis, listener, django_assert_num_queries
+):
+    import threading
+
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, "")
+    first = get(views.ItemViewSet, "/api/items/").data
+    oid = first["observer"]
+    evaluations = observers.load(oid).evaluations
+    held, release = threading.Event(), threading.Event()
+
+    def another_subscribe_holds_the_lock():
+        with locks.observer_lock(oid):
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=another_subscribe_holds_the_lock)
+    holder.start()
+    assert held.wait(5)
+    threading.Timer(0.2, release.set).start()
+    subscribers.register("subscriber-2", listener.channel, "")
+    try:
+        with django_assert_num_queries(0):
+            second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+    finally:
+        release.set()
+        holder.join()
+    assert (second["observer"], second["version"]) == (oid, first["version"])
+    assert observers.load(oid).evaluations == evaluations
+    assert subscribers.followers(oid) == {SID, "subscriber-2"}

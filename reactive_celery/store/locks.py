@@ -459,11 +459,15 @@ _precise_tables: dict[str, str] = {}
 _PRECISE_TABLES_KEPT = 100_000
 
 
-def idle(oid: str) -> bool:
+def idle(oid: str, *, holding: bool = False) -> bool:
     """True when no evaluation of ``oid`` is queued, running, owed or being decided by a
-    probe dispatch: its result is current."""
+    probe dispatch: its result is current. ``holding``: the caller holds the lock, so
+    nothing runs; only what is owed counts."""
     r = client()
-    if r.exists(keys.queued(oid), keys.lock(oid), keys.dirty(oid)):
+    flags = [keys.queued(oid), keys.dirty(oid)]
+    if not holding:
+        flags.append(keys.lock(oid))
+    if r.exists(*flags):
         return False
     table = precise_table(oid)
     return not (table and r.exists(keys.probe_pending(table)))
@@ -533,15 +537,16 @@ class HeldLock:
 
 
 @contextmanager
-def observer_lock(oid: str) -> Iterator[HeldLock]:
-    """Hold the observer's lock, waiting up to ``LOCK_WAIT``.
+def observer_lock(oid: str, wait: float | None = None) -> Iterator[HeldLock]:
+    """Hold the observer's lock, waiting up to ``wait`` seconds (``LOCK_WAIT``); past it
+    ``ObserverBusy``.
 
     On exit the lock is released and ``changed_meanwhile`` on the yielded state
     says whether a change arrived while it was held (the caller re-queues).
     """
     token = uuid.uuid4().hex
     ttl_ms = lock_ttl_ms()
-    deadline = time.monotonic() + reactive_settings.LOCK_WAIT
+    deadline = time.monotonic() + (reactive_settings.LOCK_WAIT if wait is None else wait)
     lock_key = keys.lock(oid)
     r = client()
     while not r.set(lock_key, token, nx=True, px=ttl_ms):
