@@ -165,7 +165,7 @@ def _observe(
         except ObserverBusy as exc:
             if time.monotonic() > deadline:
                 raise StoreUnavailable(str(exc)) from exc
-            time.sleep(LOCK_POLL)
+            time.sleep(_LOCK_POLL)
         except ObserverError as exc:
             raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
@@ -176,7 +176,7 @@ def _observe(
 
 
 #: Seconds between two looks at a locked observer by a waiting subscribe.
-LOCK_POLL = 0.005
+_LOCK_POLL = 0.005
 
 
 def _current(

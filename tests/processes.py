@@ -159,6 +159,10 @@ def asgi_server(port: int, env: dict[str, str] | None = None) -> Process:
             # A little above MAX_FRAME_BYTES: larger frames are cut off unbuffered (1009).
             "--ws-max-size",
             "262144",
+            # uvicorn's default (on), as browsers negotiate it; the benchmarks measure
+            # both (docs/deployment.md).
+            "--ws-per-message-deflate",
+            os.environ.get("REACTIVE_TEST_WS_DEFLATE", "true"),
             "--log-level",
             "warning",
         ],
