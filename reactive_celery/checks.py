@@ -134,8 +134,19 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         return [
             Error(
                 "InMemoryChannelLayer cannot carry messages from Celery workers to ASGI servers.",
-                hint="Use channels_redis.core.RedisChannelLayer (or RedisPubSubChannelLayer).",
+                hint="Use channels_redis.core.RedisChannelLayer.",
                 id="reactive_celery.E002",
+            )
+        ]
+    if backend.endswith("RedisPubSubChannelLayer"):
+        return [
+            Error(
+                "RedisPubSubChannelLayer drops every message for a process that is not "
+                "subscribed at that instant and adds channels to groups only in the process "
+                "that receives them: subscribes fail and diffs sent across a reconnect are "
+                "lost without a version gap to show it.",
+                hint="Use channels_redis.core.RedisChannelLayer (docs/deployment.md).",
+                id="reactive_celery.E011",
             )
         ]
     options = config.get("CONFIG") or {}

@@ -49,6 +49,19 @@ def test_in_memory_layer_is_e002():
         assert ids(checks.check_channel_layer()) == ["reactive_celery.E002"]
 
 
+def test_the_pubsub_layer_is_e011():
+    layer = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://x/2", "socket_timeout": None}]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layer):
+        errors = checks.check_channel_layer()
+    assert ids(errors) == ["reactive_celery.E011"]
+    assert "RedisChannelLayer" in errors[0].hint
+
+
 def test_missing_redis_is_e004():
     with override_settings(REACTIVE_CELERY={}, REDIS_URL=None):
         errors = checks.check_settings()
@@ -114,10 +127,7 @@ def test_redis_urls_with_a_scheme_pass():
             assert checks.check_settings() == []
 
 
-BACKENDS = [
-    "channels_redis.core.RedisChannelLayer",
-    "channels_redis.pubsub.RedisPubSubChannelLayer",
-]
+BACKENDS = ["channels_redis.core.RedisChannelLayer"]
 
 #: Every host form channels_redis's decode_hosts accepts, each connecting with a timeout.
 TIMED_OUT_HOSTS = [
