@@ -82,8 +82,8 @@ def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
     so a redelivery after its worker died decides the same observers.
     """
     taken = probes.take(table, task)
-    if not taken.last:
-        probes.release(table, task, "", skipped=0, queries=0, decided=False)
+    if not taken.pks:
+        probes.release(table, task, taken.last, skipped=0, queries=0, decided=False)
         return Decision()  # an earlier dispatch took what this one was sent for
     decision = decide(table, taken.pks, taken.candidates)
     stamp = taken.first.partition("-")[0] if metrics.enabled() else ""
