@@ -19,7 +19,7 @@ import redis
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from channels.auth import AuthMiddlewareStack
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
 from django.conf import settings
 from django.test import Client
@@ -120,8 +120,17 @@ def layer_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(store_redis: redis.Redis, layer_redis: redis.Redis) -> None:
-    """Every consumer test leaves both the reactive store and the channel layer empty."""
+def _clean_redis(store_redis: redis.Redis, layer_redis: redis.Redis) -> Iterator[None]:
+    """Every consumer test leaves both the reactive store and the channel layer empty,
+    and the next one gets a layer object of its own.
+
+    Each test runs its own event loop. A hub's receive still pending when a test's loop
+    ends holds the layer's receive lock, which asyncio binds to that loop: a later
+    test contending for it would fail with "bound to a different event loop". A
+    deployment runs one loop per process for good, so this is the tests' own concern.
+    """
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
