@@ -193,16 +193,17 @@ def _current(
 ) -> Response | None:
     """The answer from the stored result if it is current (``_subscribe_current``), else
     None. ``holding``: the caller holds the observer's lock."""
+    if options.per_user:
+        return _subscribe_current(request, spec, subscriber, options, holding=holding)
+    # A shared observer's result must equal the subscriber's own answer: the view runs
+    # as the subscriber and is compared with the stored one. Looked at first, so a
+    # busy or missing observer does not cost a view run before the locked path's.
     if not locks.idle(spec.id, holding=holding) or not observers.exists(spec.id):
         return None
-    own = None
-    if not options.per_user:
-        # A shared observer's result must equal the subscriber's own answer: the view
-        # runs as the subscriber and is compared with the stored one.
-        response = method(viewset, request, *args, **kwargs)
-        if getattr(response, "status_code", 500) != 200:
-            return response
-        own = result_from_response(response)
+    response = method(viewset, request, *args, **kwargs)
+    if getattr(response, "status_code", 500) != 200:
+        return response
+    own = result_from_response(response)
     return _subscribe_current(request, spec, subscriber, options, own, holding=holding)
 
 
@@ -292,11 +293,13 @@ def _subscribe_current(
     oid = spec.id
     if not locks.idle(oid, holding=holding):
         return None
-    found = observers.load(oid)
-    if found is None:
-        return None
-    if own is not None and (own.items != found.items or own.meta != found.meta):
-        return None  # changed meanwhile, or the view depends on the user: the lock decides
+    if own is None:
+        if not observers.exists(oid):
+            return None
+    else:
+        found = observers.load(oid)
+        if found is None or own.items != found.items or own.meta != found.meta:
+            return None  # gone, changed meanwhile, or the view depends on the user
     if not subscribers.subscribe(oid, subscriber.id):
         raise NotFound("The subscriber's socket closed during the subscription.")
     follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)
