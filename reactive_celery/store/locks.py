@@ -13,6 +13,7 @@ Every flag has a lifetime, so a lost task or a killed worker blocks nothing for 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -434,29 +435,25 @@ return tonumber(redis.call('HGET', KEYS[2], 'version') or '-1')
 
 
 def precise_table(oid: str) -> str:
-    """The table a dispatch decides the observer on ('' if none), from its classification.
-
-    A classification never changes, so a found one is kept for the process's life.
-    """
-    table = _precise_tables.get(oid)
-    if table is None:
-        raw = client().hget(keys.observer(oid), "invalidation")
-        try:
-            how = json.loads(raw) if raw else None
-        except ValueError:
-            how = None
-        if not isinstance(how, dict):
-            return ""  # not classified yet: nothing was left to a dispatch
-        table = str(how.get("table") or "") if not how.get("reason") else ""
-        if len(_precise_tables) >= _PRECISE_TABLES_KEPT:
-            _precise_tables.clear()
-        _precise_tables[oid] = table
-    return table
+    """The table a dispatch decides the observer on ('' if none), from its classification."""
+    try:
+        return _classified_table(oid)
+    except LookupError:
+        return ""  # not classified yet: nothing was left to a dispatch
 
 
-#: Observer id -> ``precise_table``; dropped whole when it reaches the bound below.
-_precise_tables: dict[str, str] = {}
-_PRECISE_TABLES_KEPT = 100_000
+# A classification never changes, so a found one is kept; an unclassified observer
+# raises, which lru_cache does not keep.
+@functools.lru_cache(maxsize=100_000)
+def _classified_table(oid: str) -> str:
+    raw = client().hget(keys.observer(oid), "invalidation")
+    try:
+        how = json.loads(raw) if raw else None
+    except ValueError:
+        how = None
+    if not isinstance(how, dict):
+        raise LookupError(oid)
+    return str(how.get("table") or "") if not how.get("reason") else ""
 
 
 def idle(oid: str, *, holding: bool = False) -> bool:
