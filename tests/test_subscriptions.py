@@ -46,15 +46,20 @@ def test_an_observing_get_registers_the_subscription(store_redis, listener):
     assert not store_redis.exists(f"rc:lock:{oid}")
     assert store_redis.zcard("rc:watch") == 0
     # The socket joined the group: the next push reaches it.
+    hears_the_next_change(listener, oid, data["version"])
+
+
+def hears_the_next_change(listener, oid, version):
+    """The next change of ``oid`` reaches ``listener``'s socket: joined through its
+    process's hub, it is told to follow, then gets the push."""
     Item.objects.create(name="b")
     observer.evaluate(oid)
-    # Joined through its process's hub: told to follow, then the push.
     assert listener.receive_at_hub() == {
         "type": fanout.FOLLOW,
         "observer": oid,
         "channel": listener.channel,
     }
-    assert listener.receive_at_hub()["version"] == data["version"] + 1
+    assert listener.receive_at_hub()["version"] == version + 1
 
 
 def test_a_get_without_observe_answers_as_before(store_redis):
@@ -308,10 +313,7 @@ def test_a_subscribe_to_a_current_observer_runs_no_query_and_takes_no_lock(
         assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
         assert not store_redis.exists(f"rc:lock:{first['observer']}")
         # Joined before the read: the next change reaches it, after its follow.
-        Item.objects.create(name="b")
-        observer.evaluate(first["observer"])
-        assert other.receive_at_hub()["type"] == fanout.FOLLOW
-        assert other.receive_at_hub()["version"] == first["version"] + 1
+        hears_the_next_change(other, first["observer"], first["version"])
     finally:
         other.close()
 
@@ -348,10 +350,7 @@ def test_a_subscribe_to_a_current_shared_observer_runs_only_the_view_and_takes_n
         assert observers.load(first["observer"]).evaluations == evaluations
         assert not store_redis.exists(f"rc:lock:{first['observer']}")
         assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
-        Item.objects.create(name="b")
-        observer.evaluate(first["observer"])
-        assert other.receive_at_hub()["type"] == fanout.FOLLOW
-        assert other.receive_at_hub()["version"] == first["version"] + 1
+        hears_the_next_change(other, first["observer"], first["version"])
     finally:
         other.close()
 
