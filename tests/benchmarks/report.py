@@ -11,7 +11,13 @@ __all__ = ["median_of", "ratios", "render_markdown", "plot_latency"]
 COMPARED = {
     "a": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
     "b": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
-    "c": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
+    "c": [
+        "latency_ms.p50",
+        "latency_ms.p99",
+        "evaluations_per_write",
+        "idle_after_last_write_ms",
+        "cpu_s_server",
+    ],
     **{
         s: ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"]
         for s in "hi"
@@ -125,6 +131,7 @@ def render_markdown(report: dict) -> str:
                         r.get("stale_clients"),
                         r.get("evaluations_per_write"),
                         r.get("patch_ms_p50"),
+                        r.get("idle_after_last_write_ms"),
                         _pair(r.get("subscribe_ms")),
                         r.get("cpu_s_server"),
                     ]
@@ -181,6 +188,7 @@ def render_markdown(report: dict) -> str:
                 "stale clients",
                 "evaluations / write",
                 "PATCH p50 ms",
+                "idle after last write ms",
                 "subscribe p50 / p99 ms",
                 "server CPU s",
             ],

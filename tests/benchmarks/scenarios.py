@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import redis.asyncio as aioredis
 
 from .deployment import Deployment
 from .load import Follower, Writer, follow_all, percentile
@@ -118,6 +119,50 @@ async def _close(followers: list[Follower], tasks: list[asyncio.Task]) -> None:
     await asyncio.gather(*(f.close() for f in followers), return_exceptions=True)
 
 
+class BusyWatch:
+    """When the deployment's Celery broker last held work, polled every ``POLL_S``.
+
+    Work is a message in a queue (a Redis list) or in kombu's ``unacked`` hash:
+    reactive_celery's tasks acknowledge late, so a running evaluation or dispatch
+    stays there until it is done. Black-box, so it means the same on any revision.
+    """
+
+    POLL_S = 0.02
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = aioredis.Redis.from_url(f"{redis_url.rstrip('/')}/1")
+        self.last_busy = 0.0
+
+    async def busy(self) -> bool:
+        queues = [key async for key in self.redis.scan_iter(count=1000, _type="list")]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in queues:
+            pipe.llen(key)
+        pipe.hlen("unacked")
+        return any(await pipe.execute())
+
+    async def run(self) -> None:
+        while True:
+            if await self.busy():
+                self.last_busy = time.time()
+            await asyncio.sleep(self.POLL_S)
+
+    async def settle(self, since: float, limit_s: float = 30.0) -> float | None:
+        """Seconds from ``since`` until the broker was last seen busy (0: idle throughout),
+        once it has been idle for a while; None if it never settles within ``limit_s``."""
+        deadline = time.time() + limit_s
+        while time.time() < deadline:
+            if await self.busy():
+                self.last_busy = time.time()
+            elif time.time() - max(self.last_busy, since) > 0.5:
+                return max(0.0, self.last_busy - since)
+            await asyncio.sleep(self.POLL_S)
+        return None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
 def _client_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -148,7 +193,10 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
                 for i in range(spec.writes)
             ]
             writer = Writer(http)
+            watch = BusyWatch(dep.env["BENCH_REDIS_URL"])
+            watching = asyncio.create_task(watch.run())
             await writer.run(order, spec.rate)
+            last_write = time.time()
             expected = spec.writes * spec.sockets
 
             def delivered() -> int:
@@ -160,6 +208,9 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
                 )
 
             end = await _drain(followers, expected, delivered)
+            watching.cancel()
+            idle_s = await watch.settle(since=last_write)
+            await watch.close()
             cpu1, client1 = dep.cpu_seconds(), _client_cpu()
             after = await asyncio.to_thread(dep.counters)
             stale = await _stale(http, followers)
@@ -191,6 +242,8 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         "patch_ms_p50": _ms(percentile(writer.round_trips, 0.5)),
         "evaluations": evaluations,
         "evaluations_per_write": None if evaluations is None else evaluations / spec.writes,
+        # From the last PATCH's answer to the last moment the workers had work.
+        "idle_after_last_write_ms": _ms(idle_s),
         "window_s": round(end - t0, 1),
         "cpu_s": {**_cpu_delta(cpu0, cpu1), "load-client": round(client1 - client0, 2)},
         "peak_rss_mb": dep.peak_rss_mb(),
