@@ -113,17 +113,6 @@ def _observe(
             {OBSERVE_PARAM: ["Malformed subscriber id: use 8-64 letters, digits, '-' or '_'."]}
         )
     user = user_key(request.user)
-    subscriber = subscribers.get(sid)
-    # Another user's id gets the answer an unknown one does: ids are not probed here.
-    if subscriber is None or subscriber.user != user:
-        raise ValidationError(
-            {OBSERVE_PARAM: ["Unknown subscriber id: open the WebSocket ws/<id> first."]}
-        )
-    if not limits.allow_subscribe(sid):
-        raise Throttled(
-            detail=f"At most {reactive_settings.SUBSCRIBE_RATE:g} subscribe requests a second "
-            "per subscriber; try again shortly."
-        )
     spec = ObserverSpec.build(
         view=view_path(viewset),
         action=getattr(viewset, "action", None) or str(request.method).lower(),
@@ -136,7 +125,7 @@ def _observe(
         primary_key=_primary_key(viewset, options),
     )
     oid = spec.id
-    _check_caps(request, sid, oid, user)
+    subscriber = _admit(request, sid, user, oid)
     _strip_observe(request)
     deadline = time.monotonic() + reactive_settings.LOCK_WAIT
     while True:
@@ -198,7 +187,7 @@ def _current(
     # A shared observer's result must equal the subscriber's own answer: the view runs
     # as the subscriber and is compared with the stored one. Looked at first, so a
     # busy or missing observer does not cost a view run before the locked path's.
-    if not locks.idle(spec.id, holding=holding) or not observers.exists(spec.id):
+    if not locks.idle(spec.id, holding=holding, stored=True):
         return None
     response = method(viewset, request, *args, **kwargs)
     if getattr(response, "status_code", 500) != 200:
@@ -207,15 +196,29 @@ def _current(
     return _subscribe_current(request, spec, subscriber, options, own, holding=holding)
 
 
-def _check_caps(request: Request, sid: str, oid: str, user: str) -> None:
-    held = reactive_settings.MAX_SUBSCRIPTIONS
-    if subscribers.count(sid) >= held and not subscribers.follows(sid, oid):
+def _admit(request: Request, sid: str, user: str, oid: str) -> subscribers.Subscriber:
+    """The live subscriber ``sid`` of ``user``, if it may subscribe to ``oid`` now."""
+    admission = limits.admit(sid, user, oid)
+    if admission.refused == "unknown":
+        # Another user's id gets the answer an unknown one does: ids are not probed here.
+        raise ValidationError(
+            {OBSERVE_PARAM: ["Unknown subscriber id: open the WebSocket ws/<id> first."]}
+        )
+    if admission.refused == "rate":
+        raise Throttled(
+            detail=f"At most {reactive_settings.SUBSCRIBE_RATE:g} subscribe requests a second "
+            "per subscriber; try again shortly."
+        )
+    if admission.refused == "subscriptions":
+        held = reactive_settings.MAX_SUBSCRIPTIONS
         raise Throttled(detail=f"A subscriber may hold {held} subscriptions; unsubscribe first.")
+    assert admission.subscriber is not None  # admitted
     if not limits.allow_observer(user, request.META.get("REMOTE_ADDR", ""), oid):
         raise Throttled(
             detail=f"At most {reactive_settings.MAX_OBSERVERS_PER_USER} distinct live queries "
             "per user (or, signed out, per address); reuse or close some first."
         )
+    return admission.subscriber
 
 
 def _subscribe_locked(
@@ -291,12 +294,9 @@ def _subscribe_current(
     None: take the locked path (evaluation owed, no observer, a different result).
     """
     oid = spec.id
-    if not locks.idle(oid, holding=holding):
+    if not locks.idle(oid, holding=holding, stored=own is None):
         return None
-    if own is None:
-        if not observers.exists(oid):
-            return None
-    else:
+    if own is not None:
         found = observers.load(oid)
         if found is None or own.items != found.items or own.meta != found.meta:
             return None  # gone, changed meanwhile, or the view depends on the user
@@ -304,12 +304,13 @@ def _subscribe_current(
         raise NotFound("The subscriber's socket closed during the subscription.")
     follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)
     broadcast.send(channel_sends=follows, group_adds=adds)
-    stored = observers.load(oid)  # one HGETALL: items and version together
+    # One round trip: items and version together, and whether the socket is still there.
+    stored, live = subscribers.observer_and_live(oid, subscriber.id)
     if stored is None:
         return None  # swept meanwhile: the locked path creates it again
     if options.poll_interval is not None:
         schedule.schedule(oid, options.poll_interval)
-    if subscribers.get(subscriber.id) is None:
+    if not live:
         subscribers.unsubscribe(oid, subscriber.id)
         raise NotFound("The subscriber's socket closed during the subscription.")
     return _answer(request, spec, stored.version, stored.meta, stored.items, replayable=True)

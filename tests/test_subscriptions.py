@@ -318,6 +318,23 @@ def test_a_subscribe_to_a_current_observer_runs_no_query_and_takes_no_lock(
         other.close()
 
 
+def test_a_subscribe_to_a_current_observer_makes_five_round_trips_to_its_redis(
+    store_redis, listener, round_trips
+):
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, "", "127.0.0.1")
+    first = get(views.ItemViewSet, "/api/items/").data
+    locks.precise_table(first["observer"])  # a process reads the classification once
+    subscribers.register("subscriber-2", listener.channel, "", "127.0.0.1")
+    before = round_trips()
+    second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
+    assert second["version"] == first["version"]
+    # Admission (live, this user's, rate, subscriptions), the address's observers,
+    # idle and stored, the subscription, the result with the socket still live.
+    # The channel layer's sends are its own connections'.
+    assert round_trips() - before == 5
+
+
 def test_a_subscribe_while_an_evaluation_is_owed_evaluates_under_the_lock(store_redis, listener):
     subscribers.register(SID, listener.channel, "")
     first = get(views.ItemViewSet, "/api/items/").data

@@ -1,26 +1,84 @@
-"""Limits every subscribe meets, over HTTP or a socket: its rate, its owner's observers.
+"""Limits every subscribe meets, over HTTP or a socket: its rate, its socket's
+subscriptions, its owner's observers.
 
-Subscriptions per socket and sockets per user and per address are checked
-where those records are written (``subscribers``); these two are checked by
-every subscribe, over HTTP and over a socket alike.
+Sockets per user and per address are checked where those records are written
+(``subscribers``); these are checked by every subscribe, over HTTP and over a
+socket alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 from ..conf import reactive_settings
 from . import keys
 from .connection import client
+from .subscribers import Subscriber
 
-__all__ = ["allow_observer", "allow_subscribe"]
+__all__ = ["Admission", "admit", "allow_observer"]
 
-# KEYS: the rate counter. ARGV: limit. 1 if this request fits the current second.
-_RATE = """
+# KEYS[1]: the rate counter. ARGV[1]: limit. Sets ``fits``: this request fits the second.
+_RATE_FITS = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], 1000) end
-return n <= tonumber(ARGV[1]) and 1 or 0
+local fits = n <= tonumber(ARGV[1])
 """
+
+# KEYS: the rate counter, the sub hash, the sub obs set (all on the subscriber's slot).
+# ARGV: rate limit, user, oid, subscriptions per socket.
+# {-1}: unknown, or another user's; {0}: past the rate; {-2}: holds its most
+# subscriptions and not this one; {1, channel, address}: may subscribe.
+_ADMIT = (
+    """
+local sub = redis.call('HMGET', KEYS[2], 'channel', 'user', 'address')
+if not sub[1] or sub[2] ~= ARGV[2] then return {-1} end
+"""
+    + _RATE_FITS
+    + """
+if not fits then return {0} end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4])
+    and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
+  return {-2}
+end
+return {1, sub[1], sub[3] or ''}
+"""
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What ``admit`` found: the subscriber if it may subscribe, else why not:
+    ``"unknown"`` (no such live subscriber, or another user's), ``"rate"`` or
+    ``"subscriptions"``."""
+
+    subscriber: Subscriber | None
+    refused: str = ""
+
+
+_REFUSALS = {-1: "unknown", 0: "rate", -2: "subscriptions"}
+
+
+def admit(sid: str, user: str, oid: str) -> Admission:
+    """The checks a subscribe of ``sid`` (of ``user``) to ``oid`` passes before its view
+    runs, in one round trip: the subscriber is live and ``user``'s, this request
+    fits ``SUBSCRIBE_RATE`` (counted only for a live subscriber of this user), and
+    the socket follows ``oid`` already or holds fewer than ``MAX_SUBSCRIPTIONS``."""
+    answer = client().eval(
+        _ADMIT,
+        3,
+        keys.subscribe_rate(sid),
+        keys.subscriber(sid),
+        keys.subscriber_observers(sid),
+        int(reactive_settings.SUBSCRIBE_RATE),
+        user,
+        oid,
+        int(reactive_settings.MAX_SUBSCRIPTIONS),
+    )
+    verdict = int(answer[0])
+    if verdict != 1:
+        return Admission(None, _REFUSALS[verdict])
+    return Admission(Subscriber(sid, answer[1], user, answer[2]))
 
 
 # KEYS: the owner's live sockets (zset), the observer's subscribers (set). 1 if one of
@@ -37,12 +95,6 @@ else
 end
 return 0
 """
-
-
-def allow_subscribe(sid: str) -> bool:
-    """Count one subscribe request of ``sid``; False past ``SUBSCRIBE_RATE`` this second."""
-    limit = int(reactive_settings.SUBSCRIBE_RATE)
-    return bool(client().eval(_RATE, 1, keys.subscribe_rate(sid), limit))
 
 
 def allow_observer(user: str, address: str, oid: str) -> bool:

@@ -456,18 +456,34 @@ def _classified_table(oid: str) -> str:
     return str(how.get("table") or "") if not how.get("reason") else ""
 
 
-def idle(oid: str, *, holding: bool = False) -> bool:
+def idle(oid: str, *, holding: bool = False, stored: bool = False) -> bool:
     """True when no evaluation of ``oid`` is queued, running, owed or being decided by a
     probe dispatch: its result is current. ``holding``: the caller holds the lock, so
-    nothing runs; only what is owed counts."""
+    nothing runs; only what is owed counts. ``stored``: the result must also exist.
+    One round trip on a single server once the observer's classification is known."""
     r = client()
     flags = [keys.queued(oid), keys.dirty(oid)]
     if not holding:
         flags.append(keys.lock(oid))
-    if r.exists(*flags):
-        return False
     table = precise_table(oid)
-    return not (table and r.exists(keys.probe_pending(table)))
+    pending = keys.probe_pending(table) if table else ""
+    # The table's token before the flags, as in ``sync``: a dispatch queues what it
+    # finds concerned before it clears the token. A pipeline keeps that order on one
+    # server; a cluster's runs each node's part apart, so there it takes two.
+    if pending and keys.clustered():
+        if r.exists(pending):
+            return False
+        pending = ""
+    pipe = r.pipeline(transaction=False)
+    if pending:
+        pipe.exists(pending)
+    pipe.exists(*flags)
+    if stored:
+        pipe.exists(keys.observer(oid))
+    found = pipe.execute()
+    if stored and not found.pop():
+        return False
+    return not any(found)
 
 
 def sync(oid: str) -> int | None:

@@ -16,7 +16,7 @@ from .connection import client
 __all__ = [
     "Observer",
     "drop",
-    "exists",
+    "from_hash",
     "load",
     "mark_precise",
     "note",
@@ -48,7 +48,11 @@ class Observer:
 
 def load(oid: str) -> Observer | None:
     """The stored observer, or None when it does not exist."""
-    data = cast(dict[str, str], client().hgetall(keys.observer(oid)))
+    return from_hash(oid, cast(dict[str, str], client().hgetall(keys.observer(oid))))
+
+
+def from_hash(oid: str, data: dict[str, str]) -> Observer | None:
+    """The observer an ``HGETALL`` of its hash read, or None for a missing one."""
     if not data or "spec" not in data:
         return None
     return Observer(
@@ -230,11 +234,6 @@ return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 def note(oid: str, field: str, value: str, *, overwrite: bool = False) -> None:
     """Set one more field of an existing observer (never creating a hash without a lifetime)."""
     client().eval(_NOTE, 1, keys.observer(oid), field, value, "1" if overwrite else "0")
-
-
-def exists(oid: str) -> bool:
-    """Whether the observer has a stored result."""
-    return bool(client().exists(keys.observer(oid)))
 
 
 def mark_precise(oid: str, table: str) -> None:

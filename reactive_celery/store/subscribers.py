@@ -22,6 +22,7 @@ __all__ = [
     "get",
     "get_many",
     "heartbeat",
+    "observer_and_live",
     "register",
     "remove",
     "subscribe",
@@ -187,6 +188,15 @@ def get(sid: str) -> Subscriber | None:
     return Subscriber(
         id=sid, channel=data["channel"], user=data["user"], address=data.get("address", "")
     )
+
+
+def observer_and_live(oid: str, sid: str) -> tuple[observers.Observer | None, bool]:
+    """The stored observer ``oid`` and whether subscriber ``sid`` is live, in one round trip."""
+    pipe = client().pipeline(transaction=False)
+    pipe.hgetall(keys.observer(oid))
+    pipe.exists(keys.subscriber(sid))
+    data, live = pipe.execute()
+    return observers.from_hash(oid, data), bool(live)
 
 
 # KEYS: sub hash, sub obs set, the user's and the address's socket zsets. ARGV: channel, sid.
