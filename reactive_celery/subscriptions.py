@@ -128,6 +128,7 @@ def _observe(
     subscriber = _admit(request, sid, user, oid)
     _strip_observe(request)
     deadline = time.monotonic() + reactive_settings.LOCK_WAIT
+    pause = _LOCK_POLL[0]
     while True:
         # Whoever holds the lock (an evaluation, or the subscribe that creates the
         # observer) may leave the result current: then the waiters need not take it in
@@ -154,7 +155,8 @@ def _observe(
         except ObserverBusy as exc:
             if time.monotonic() > deadline:
                 raise StoreUnavailable(str(exc)) from exc
-            time.sleep(_LOCK_POLL)
+            time.sleep(pause)
+            pause = min(pause * 2, _LOCK_POLL[1])
         except ObserverError as exc:
             raise StoreUnavailable(str(exc)) from exc
     if held.changed_meanwhile:
@@ -164,8 +166,10 @@ def _observe(
     return response
 
 
-#: Seconds between two looks at a locked observer by a waiting subscribe.
-_LOCK_POLL = 0.005
+#: Seconds between two looks at a locked observer by a waiting subscribe: the first
+#: pause, doubling up to the last. Many subscribes wait on one observer while its
+#: first evaluation runs; looking every 5 ms, they would take the CPU it needs.
+_LOCK_POLL = (0.005, 0.04)
 
 
 def _current(
