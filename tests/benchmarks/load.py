@@ -10,20 +10,28 @@ Both protocols of docs/protocol.md:
 A follower records, for every pushed item, the arrival time and the item's
 ``stamp`` (the writer's ``time.time()`` when it sent the write), so latency is
 wall clock on one machine, writer to socket. It speaks only HTTP and WebSocket.
+
+``FollowerProcesses`` spreads the followers over spawned processes: one event
+loop reading a thousand sockets that each take a frame per write falls behind
+the server, and its queue would count as latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
+import multiprocessing
 import secrets
 import time
 from dataclasses import dataclass, field
 
 import httpx
+import psutil
 from websockets.asyncio.client import connect
 
-__all__ = ["Follower", "Writer", "follow_all", "percentile"]
+__all__ = ["Follower", "FollowerProcesses", "Writer", "follow_all", "percentile"]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -52,6 +60,8 @@ class Follower:
     subscribe_retries: int = 0
     #: Seconds from sending the subscription (GET or socket request) to its answer.
     subscribe_s: float = 0.0
+    #: First arrivals of a written stamp (rows are seeded with stamp 0).
+    fresh: int = 0
     _ws: object = None
 
     async def open(self, port: int, http: httpx.AsyncClient) -> None:
@@ -111,7 +121,9 @@ class Follower:
 
     def _seen(self, item: dict, now: float) -> None:
         key = (item.get(self.pk), item.get("stamp"))
-        self.arrivals.setdefault(key, now)
+        if key not in self.arrivals:
+            self.arrivals[key] = now
+            self.fresh += bool(key[1])
         self.last_frame = now
 
     def _check_version(self, version: int | None, same_ok: bool) -> bool:
@@ -212,3 +224,105 @@ class Writer:
                 await asyncio.sleep(delay)
             pending.append(asyncio.create_task(self._patch(pk)))
         await asyncio.gather(*pending)
+
+
+#: Sockets per load-client process, and the most processes (the machine has few cores).
+SOCKETS_PER_PROCESS = 250
+MAX_PROCESSES = 8
+
+
+class FollowerProcesses:
+    """One follower per URL, spread over spawned processes; ``parallel`` subscribes in
+    flight in all. ``delivered()`` counts the written stamps they heard so far;
+    ``finish()`` stops them and brings the followers back (lists, arrivals, gaps)."""
+
+    def __init__(self, port: int, urls: list[str], protocol: str, parallel: int = 20) -> None:
+        context = multiprocessing.get_context("spawn")
+        count = max(1, min(MAX_PROCESSES, math.ceil(len(urls) / SOCKETS_PER_PROCESS)))
+        self.ready, self.stop = context.Semaphore(0), context.Event()
+        self.fresh, self.failed = context.Array("q", count), context.Array("b", count)
+        self.out = context.Queue()
+        share = max(1, parallel // count)
+        self.children = [
+            context.Process(
+                target=_follower_process,
+                args=(port, urls[slot::count], protocol, share, slot, self),
+                daemon=True,
+            )
+            for slot in range(count)
+        ]
+
+    def __getstate__(self) -> dict:
+        # What a child needs: the shared primitives, not the other children.
+        return {k: v for k, v in self.__dict__.items() if k != "children"}
+
+    async def open(self, timeout: float = 600) -> None:
+        """Start the processes; return once every follower subscribed (or raise)."""
+        for child in self.children:
+            child.start()
+        deadline = time.monotonic() + timeout
+        for _ in self.children:
+            left = max(0.0, deadline - time.monotonic())
+            if not await asyncio.to_thread(self.ready.acquire, True, left):
+                raise RuntimeError("load clients did not subscribe in time")
+        if any(self.failed[:]):
+            raise RuntimeError(await asyncio.to_thread(self.out.get, True, 10))
+
+    def delivered(self) -> int:
+        return sum(self.fresh[:])
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for child in self.children:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(child.pid).cpu_times()
+                total += times.user + times.system
+        return total
+
+    async def finish(self) -> list[Follower]:
+        self.stop.set()
+        followers: list[Follower] = []
+        for _ in self.children:
+            followers += await asyncio.to_thread(self.out.get, True, 60)
+        for child in self.children:
+            child.join(10)
+        return followers
+
+    def close(self) -> None:
+        self.stop.set()
+        for child in self.children:
+            if child.is_alive():
+                child.terminate()
+                child.join(10)
+
+
+def _follower_process(
+    port: int, urls: list[str], protocol: str, parallel: int, slot: int, pool: FollowerProcesses
+) -> None:
+    asyncio.run(_follow_part(port, urls, protocol, parallel, slot, pool))
+
+
+async def _follow_part(
+    port: int, urls: list[str], protocol: str, parallel: int, slot: int, pool: FollowerProcesses
+) -> None:
+    try:
+        base = f"http://127.0.0.1:{port}"
+        limits = httpx.Limits(max_connections=max(10, parallel))
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+            followers, tasks = await follow_all(port, urls, protocol, http, parallel)
+    except Exception as exc:  # the parent raises it: one failed run is reported
+        pool.failed[slot] = 1
+        pool.out.put(f"load client {slot}: {exc!r}"[:2000])
+        pool.ready.release()
+        return
+    pool.ready.release()
+    while not pool.stop.is_set():
+        pool.fresh[slot] = sum(f.fresh for f in followers)
+        await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*(f.close() for f in followers), return_exceptions=True)
+    for f in followers:
+        f._ws = None
+    pool.out.put(followers)

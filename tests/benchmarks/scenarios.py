@@ -22,12 +22,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import httpx
 import redis.asyncio as aioredis
 
 from .deployment import Deployment
-from .load import Follower, Writer, follow_all, percentile
+from .load import Follower, FollowerProcesses, Writer, follow_all, percentile
 
 __all__ = ["WRITE_SCENARIOS", "WriteScenario", "run_scenario"]
 
@@ -87,7 +88,7 @@ def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {role: round(after[role] - before.get(role, 0.0), 2) for role in sorted(after)}
 
 
-async def _drain(followers: list[Follower], expected: int, delivered) -> float:
+async def _drain(expected: int, delivered) -> float:
     """Wait until ``delivered()`` reaches ``expected`` or pushes stop; return the end time."""
     deadline = time.monotonic() + DRAIN_LIMIT_S
     last_count, last_change = -1, time.monotonic()
@@ -122,9 +123,12 @@ async def _close(followers: list[Follower], tasks: list[asyncio.Task]) -> None:
 class BusyWatch:
     """When the deployment's Celery broker last held work, polled every ``POLL_S``.
 
-    Work is a message in a queue (a Redis list) or in kombu's ``unacked`` hash:
-    reactive_celery's tasks acknowledge late, so a running evaluation or dispatch
-    stays there until it is done. Black-box, so it means the same on any revision.
+    Work is a message in a queue (a Redis list) or in kombu's ``unacked`` hash
+    that is due: reactive_celery's tasks acknowledge late, so a running
+    evaluation or dispatch stays there until it is done. A message whose ``eta``
+    is still ahead is a timer, not work: a contended evaluation leaves one retry
+    for after the holder's lock would expire, in case the holder died.
+    Black-box, so it means the same on any revision.
     """
 
     POLL_S = 0.02
@@ -138,8 +142,9 @@ class BusyWatch:
         pipe = self.redis.pipeline(transaction=False)
         for key in queues:
             pipe.llen(key)
-        pipe.hlen("unacked")
-        return any(await pipe.execute())
+        pipe.hvals("unacked")
+        *lengths, taken = await pipe.execute()
+        return any(lengths) or any(_due(raw) for raw in taken)
 
     async def run(self) -> None:
         while True:
@@ -163,6 +168,15 @@ class BusyWatch:
         await self.redis.aclose()
 
 
+def _due(raw: bytes) -> bool:
+    """Whether an unacknowledged kombu message (``[message, exchange, routing key]``) is due."""
+    try:
+        eta = json.loads(raw)[0]["headers"].get("eta")
+    except (ValueError, KeyError, IndexError, TypeError):
+        return True
+    return eta is None or datetime.fromisoformat(eta) <= datetime.now(timezone.utc)
+
+
 def _client_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -178,15 +192,11 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
             [row["id"] for row in (await http.get(url)).raise_for_status().json()] for url in urls
         ]
         group_of = {pk: g for g, pks in enumerate(pks_by_group) for pk in pks}
-        followers, tasks = await follow_all(
-            dep.port, [u for u in urls for _ in range(spec.sockets)], protocol, http
-        )
-        by_group: dict[int, list[Follower]] = {}
-        for f in followers:
-            by_group.setdefault(int(f.url.rsplit("=", 1)[1]), []).append(f)
+        pool = FollowerProcesses(dep.port, [u for u in urls for _ in range(spec.sockets)], protocol)
         try:
+            await pool.open()
             before = await asyncio.to_thread(dep.counters)
-            cpu0, client0, t0 = dep.cpu_seconds(), _client_cpu(), time.time()
+            cpu0, client0, t0 = dep.cpu_seconds(), _client_cpu() + pool.cpu_seconds(), time.time()
             # Write i goes to group i % G, so consecutive writes hit different observers.
             order = [
                 pks_by_group[i % spec.groups][(i // spec.groups) % spec.rows]
@@ -198,24 +208,19 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
             await writer.run(order, spec.rate)
             last_write = time.time()
             expected = spec.writes * spec.sockets
-
-            def delivered() -> int:
-                return sum(
-                    1
-                    for pk, stamp in writer.sent
-                    for f in by_group[group_of[pk]]
-                    if (pk, stamp) in f.arrivals
-                )
-
-            end = await _drain(followers, expected, delivered)
+            end = await _drain(expected, pool.delivered)
             watching.cancel()
             idle_s = await watch.settle(since=last_write)
             await watch.close()
-            cpu1, client1 = dep.cpu_seconds(), _client_cpu()
+            cpu1, client1 = dep.cpu_seconds(), _client_cpu() + pool.cpu_seconds()
             after = await asyncio.to_thread(dep.counters)
+            followers = await pool.finish()
             stale = await _stale(http, followers)
         finally:
-            await _close(followers, tasks)
+            pool.close()
+    by_group: dict[int, list[Follower]] = {}
+    for f in followers:
+        by_group.setdefault(int(f.url.rsplit("=", 1)[1]), []).append(f)
     latencies = [
         f.arrivals[(pk, stamp)] - stamp
         for pk, stamp in writer.sent
@@ -236,7 +241,7 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         "stale_clients": stale,
         "socket_errors": sum(len(f.errors) for f in followers),
         "subscribe_retries": sum(f.subscribe_retries for f in followers),
-        # 20 subscriptions in flight at a time (open_all), as a page of clients arriving.
+        # 20 subscriptions in flight at a time in all, as a page of clients arriving.
         "subscribe_ms": _latency([f.subscribe_s for f in followers if f.subscribe_s]),
         "write_failures": writer.failures,
         "patch_ms_p50": _ms(percentile(writer.round_trips, 0.5)),
@@ -278,7 +283,7 @@ async def _transaction_scenario(dep: Deployment, protocol: str, saves: int = 100
             def delivered() -> int:
                 return sum(1 for f in hit for (_, stamp) in f.arrivals if stamp)
 
-            end = await _drain(followers, expected, delivered)
+            end = await _drain(expected, delivered)
             cpu1, client1 = dep.cpu_seconds(), _client_cpu()
             after = await asyncio.to_thread(dep.counters)
             stale = await _stale(http, followers)
