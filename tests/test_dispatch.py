@@ -146,8 +146,8 @@ def test_an_evaluation_that_read_before_the_commit_and_finished_before_the_dispa
 
 def test_an_observer_busy_when_the_dispatch_looks_takes_todays_path(store_redis, broker):
     item = Item.objects.create(name="a", position=0)
-    (oid,) = groups(1)
-    Item.objects.create(name="elsewhere", position=7)  # concerns no group-0 result
+    oid, _ = groups(2)
+    Item.objects.create(name="elsewhere", position=7)  # concerns no result of either
     assert locks.begin(oid, "holder").acquired  # an evaluation starts before the dispatch
     run_dispatches(broker)
     assert sent(broker) == [(EVALUATE, oid)]  # queued, not dropped: the lock decides
@@ -155,7 +155,7 @@ def test_an_observer_busy_when_the_dispatch_looks_takes_todays_path(store_redis,
         f"{TABLE}:{pk}" for pk in Item.objects.exclude(pk=item.pk).values_list("pk", flat=True)
     }
     assert not store_redis.exists(keys.probe_pending(TABLE))
-    assert stat(store_redis, keys.stats_skipped()) == 0
+    assert stat(store_redis, keys.stats_skipped()) == 1  # the other one, probed and dropped
 
 
 def test_a_commit_during_the_dispatch_keeps_the_observers_pending_for_the_next(
@@ -299,7 +299,7 @@ def test_a_dispatch_that_finds_nothing_pended_does_nothing(store_redis, broker):
     assert stat(store_redis, keys.stats_dispatches()) == 0
 
 
-@pytest.mark.parametrize("observed", [1, 20, 200])
+@pytest.mark.parametrize("observed", [2, 20, 200])
 def test_a_commit_with_precise_observers_costs_one_round_trip_however_many(
     store_redis, broker, round_trips, observed
 ):
@@ -309,6 +309,29 @@ def test_a_commit_with_precise_observers_costs_one_round_trip_however_many(
     signals.enqueue_dependents({TABLE}, {TABLE: {"2"}})
     # The lookup pends for the dispatch; the first commit sent its task.
     assert round_trips() - before == 1
+
+
+def test_a_tables_one_precise_observer_skips_the_dispatch_and_decides_itself(
+    store_redis, broker, round_trips
+):
+    held = Item.objects.create(name="held", position=0)
+    (oid,) = groups(1)
+    broker.redis.delete("reactive-unconsumed")
+    before = round_trips()
+    Item.objects.create(name="elsewhere", position=7)
+    # The lookup, then its touch-and-queue, then the one evaluate task: no dispatch.
+    assert round_trips() - before == 2
+    assert sent(broker) == [(EVALUATE, oid)]
+    version = observers.load(oid).version
+    evaluations = stat(store_redis, keys.stats_evaluations())
+    tasks.evaluate(oid)  # its probe finds the new row outside group 0: no evaluation
+    assert stat(store_redis, keys.stats_evaluations()) == evaluations
+    assert observers.load(oid).version == version
+    broker.redis.delete("reactive-unconsumed")
+    held.name = "renamed"
+    held.save()
+    tasks.evaluate(sent(broker)[0][1])  # a row it holds: evaluated
+    assert observers.load(oid).version == version + 1
 
 
 def test_the_commit_stamp_reaches_only_the_observers_the_dispatch_queues(store_redis, broker):

@@ -108,9 +108,18 @@ for _, oid in ipairs(order) do
   local j = nil
   if #read == 1 then j = known[read[1]] end
   if j and redis.call('SISMEMBER', KEYS[n + read[1]], oid) == 1 then
-    pend[j] = true
+    pend[j] = pend[j] or {}
+    table.insert(pend[j], oid)
   else
     table.insert(out, oid); table.insert(out, table.concat(read, ','))
+  end
+end
+for j, oids in pairs(pend) do
+  if #oids == 1 then
+    -- A dispatch would cost a task to decide one observer, which its own
+    -- evaluation decides as cheaply (invalidation.affects): queue it.
+    table.insert(out, oids[1]); table.insert(out, tostring(found[oids[1]][1]))
+    pend[j] = nil
   end
 end
 for _, oid in ipairs(redis.call('ZRANGE', watch, 0, -1)) do
@@ -216,7 +225,9 @@ def queue_or_probe(
     With a ``token`` (one per commit), an observer that read no written table
     but one whose primary keys are known, and is classified precise on it
     (``keys.precise``), is neither read nor touched: the table's pks and the
-    token are pended for its dispatch, in the same script as the lookup. Without
+    token are pended for its dispatch, in the same script as the lookup. The
+    one such observer of a table is touched and queued instead: its evaluation
+    decides it with the same probe (``invalidation.affects``), a task sooner. Without
     a token (``PRECISE_INVALIDATION`` off) this is ``queue_dependents``.
     ``stamp``: the commit's time for the metrics (``keys.committed``), kept if
     earlier than the one waiting, in the script that queues.

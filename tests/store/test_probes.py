@@ -39,6 +39,7 @@ def test_commits_pend_into_one_dispatch_until_it_takes_them(store_redis):
 
 def test_a_commit_touches_the_others_and_leaves_only_the_precise_ones(store_redis):
     saved("precise")
+    saved("precise-2")
     saved("paged", precise=False)
     found = commit(["1"], "tok")
     assert (found.dependents, found.fresh, found.dispatches) == (["paged"], ["paged"], [TABLE])
@@ -55,8 +56,26 @@ def test_a_commit_touches_the_others_and_leaves_only_the_precise_ones(store_redi
     assert "precise" in locks.queue_or_probe([TABLE], {TABLE: ["4"]}, token="").dependents
 
 
+def test_a_tables_one_precise_observer_is_queued_at_commit_without_a_dispatch(store_redis):
+    saved("alone")
+    saved("paged", precise=False)
+    found = commit(["1", "2"], "tok")
+    assert (sorted(found.dependents), sorted(found.fresh)) == (
+        ["alone", "paged"],
+        ["alone", "paged"],
+    )
+    assert found.dispatches == []
+    # Its evaluation decides it from the rows written, as a dispatch would have.
+    assert store_redis.smembers(keys.touched("alone")) == {f"{TABLE}:1", f"{TABLE}:2"}
+    assert not store_redis.exists(keys.probe_pending(TABLE), keys.probe_pks(TABLE))
+    assert not locks.idle("alone") and locks.sync("alone") is None
+    saved("second")
+    assert commit(["3"], "tok-2").dispatches == [TABLE]  # two: one dispatch decides both
+
+
 def test_more_pks_than_the_cap_stand_for_the_whole_table(store_redis):
     saved("o1")
+    saved("o2")
     commit([str(n) for n in range(locks.TOUCHED_CAP + 1)], "tok")
     commit(["5"], "tok")
     assert probes.take(TABLE, "task").pks == {locks.ANY}
@@ -90,6 +109,7 @@ def test_until_the_dispatch_releases_its_table_no_precise_observer_is_caught_up(
 
 def test_a_release_after_a_later_commit_leaves_its_waiters_to_the_next_dispatch(store_redis):
     saved("o1")
+    saved("o2")
     commit(["1"], "tok-1")
     probes.take(TABLE, "task-1")
     commit(["2"], "tok-2")  # after the take: its own token
