@@ -3,6 +3,7 @@
     python -m tests.benchmarks.compare_dcrf --sockets 200 --rate 10 --seconds 10
     python -m tests.benchmarks.compare_dcrf --sockets 50 200 --rate 10 50
     python -m tests.benchmarks.compare_dcrf --cells 50x10 200x10 200x50 1000x10   # issue 11
+    python -m tests.benchmarks.compare_dcrf --cells 50x10 200x10 --runs 3   # + medians
 
 N WebSocket clients follow the list of ``Item`` rows while the benchmark
 writes R rows a second for S seconds; each row's name is the ``time.time()``
@@ -315,6 +316,12 @@ def main() -> None:
         type=cell,
         help="run these (sockets, writes/s) pairs instead of --sockets x --rate",
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="runs of every cell (the sides alternate who goes first); then one median line each",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -330,25 +337,65 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REACTIVE_SQLITE_PATH")}
     env = {**BENCHMARK_ENV, **env}
     cells = args.cells or [(s, r) for s in args.sockets for r in args.rate]
-    for sockets, rate in cells:
-        for backend in backends:
-            child = [sys.executable, "-m", "tests.benchmarks.compare_dcrf", "--child"]
-            child += ["--backend", backend, "--sockets", str(sockets), "--rate", str(rate)]
-            child += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
-            child += ["--client-processes", str(args.client_processes)]
-            with subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True) as proc:
-                try:
-                    stdout, _ = proc.communicate()
-                except BaseException:
-                    proc.terminate()
-                    proc.wait(30)
-                    raise
-            lines = stdout.strip().splitlines()
-            if proc.returncode or not lines:
-                failed = {"backend": backend, "sockets": sockets, "rate": rate}
-                print(json.dumps({**failed, "error": f"exit {proc.returncode}"}), flush=True)
-                continue
-            print(lines[-1], flush=True)
+    results: dict[tuple[str, int, float], list[dict]] = {}
+    for run_index in range(args.runs):
+        for sockets, rate in cells:
+            # Alternate who goes first, so a slow drift of the machine hits both sides.
+            for backend in backends if run_index % 2 == 0 else backends[::-1]:
+                result = _run_child(backend, sockets, rate, args, env)
+                print(json.dumps({**result, "run": run_index + 1}), flush=True)
+                if "error" not in result:
+                    results.setdefault((backend, sockets, rate), []).append(result)
+    if args.runs > 1:
+        for (backend, sockets, rate), runs in results.items():
+            print(json.dumps(_medians(backend, sockets, rate, runs)), flush=True)
+
+
+#: The figures ``--runs`` reports the median of, beside how many runs it had.
+MEDIAN_FIGURES = (
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "items_delivered",
+    "items_expected",
+    "items_lost",
+    "cpu_s_server",
+    "cpu_s_total",
+    "subscribe_phase_s",
+    "subscribe_ms_p50",
+    "subscribe_ms_p99",
+)
+
+
+def _medians(backend: str, sockets: int, rate: float, runs: list[dict]) -> dict:
+    medians = {
+        name: statistics.median(r[name] for r in runs)
+        for name in MEDIAN_FIGURES
+        if all(isinstance(r.get(name), (int, float)) for r in runs)
+    }
+    return {"backend": backend, "sockets": sockets, "rate": rate, "median_of": len(runs), **medians}
+
+
+def _run_child(backend: str, sockets: int, rate: float, args, env: dict[str, str]) -> dict:
+    child = [sys.executable, "-m", "tests.benchmarks.compare_dcrf", "--child"]
+    child += ["--backend", backend, "--sockets", str(sockets), "--rate", str(rate)]
+    child += ["--seconds", str(args.seconds), "--workers", str(args.workers)]
+    child += ["--client-processes", str(args.client_processes)]
+    with subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, _ = proc.communicate()
+        except BaseException:
+            proc.terminate()
+            proc.wait(30)
+            raise
+    lines = stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return {
+            "backend": backend,
+            "sockets": sockets,
+            "rate": rate,
+            "error": f"exit {proc.returncode}",
+        }
+    return dict(json.loads(lines[-1]))
 
 
 if __name__ == "__main__":
