@@ -55,6 +55,8 @@ class Follower:
     gaps: int = 0
     # (pk, stamp) -> arrival time, first arrival only: a repeated item is not a second delivery.
     arrivals: dict[tuple, float] = field(default_factory=dict)
+    # (pk, stamp) -> the server's time just before that write's commit (0: not stamped).
+    saved: dict[tuple, float] = field(default_factory=dict)
     last_frame: float = 0.0
     errors: list[str] = field(default_factory=list)
     subscribe_retries: int = 0
@@ -123,6 +125,7 @@ class Follower:
         key = (item.get(self.pk), item.get("stamp"))
         if key not in self.arrivals:
             self.arrivals[key] = now
+            self.saved[key] = float(item.get("saved") or 0)
             self.fresh += bool(key[1])
         self.last_frame = now
 

@@ -8,27 +8,11 @@ from pathlib import Path
 __all__ = ["median_of", "ratios", "render_markdown", "plot_latency"]
 
 # Headline figures compared between revisions (current / reference).
+_WRITES = ["latency_ms.p50", "latency_ms.p99", "commit_to_frame_ms.p50", "commit_to_frame_ms.p99"]
 COMPARED = {
-    "a": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
-    "b": ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"],
-    "c": [
-        "latency_ms.p50",
-        "latency_ms.p99",
-        "evaluations_per_write",
-        "idle_after_last_write_ms",
-        "cpu_s_server",
-    ],
-    **{
-        s: ["latency_ms.p50", "latency_ms.p99", "evaluations_per_write", "cpu_s_server"]
-        for s in "hi"
-    },
-    "g": [
-        "latency_ms.p50",
-        "latency_ms.p99",
-        "subscribe_ms.p99",
-        "evaluations_per_write",
-        "cpu_s_server",
-    ],
+    **{s: [*_WRITES, "evaluations_per_write", "cpu_s_server"] for s in "abhi"},
+    "c": [*_WRITES, "evaluations_per_write", "idle_after_last_write_ms", "cpu_s_server"],
+    "g": [*_WRITES, "subscribe_ms.p99", "evaluations_per_write", "cpu_s_server"],
     "e": ["last_frame_ms", "evaluations_per_affected_observer", "cpu_s_server"],
     "f": ["ratio_no_observer", "ratio_one_observer"],
 }
@@ -131,6 +115,7 @@ def render_markdown(report: dict) -> str:
                         r.get("stale_clients"),
                         r.get("evaluations_per_write"),
                         r.get("patch_ms_p50"),
+                        _pair(r.get("commit_to_frame_ms")),
                         r.get("idle_after_last_write_ms"),
                         _pair(r.get("subscribe_ms")),
                         r.get("cpu_s_server"),
@@ -188,6 +173,7 @@ def render_markdown(report: dict) -> str:
                 "stale clients",
                 "evaluations / write",
                 "PATCH p50 ms",
+                "commit → frame p50 / p99 ms",
                 "idle after last write ms",
                 "subscribe p50 / p99 ms",
                 "server CPU s",

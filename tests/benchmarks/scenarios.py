@@ -227,6 +227,12 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         for f in by_group[group_of[pk]]
         if (pk, stamp) in f.arrivals
     ]
+    committed = [
+        f.arrivals[(pk, stamp)] - f.saved[(pk, stamp)]
+        for pk, stamp in writer.sent
+        for f in by_group[group_of[pk]]
+        if f.saved.get((pk, stamp))
+    ]
     evaluations = _evaluations(before, after)
     return {
         "observers": spec.groups,
@@ -234,6 +240,8 @@ async def _write_scenario(dep: Deployment, spec: WriteScenario, protocol: str) -
         "writes": spec.writes,
         "rate": spec.rate,
         "latency_ms": _latency(latencies),
+        # From the server's clock just before the PATCH's save (its commit) to the frame.
+        "commit_to_frame_ms": _latency(committed),
         "changes_expected": expected,
         "changes_delivered": len(latencies),
         "frames": sum(f.frames for f in followers),

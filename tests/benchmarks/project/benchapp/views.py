@@ -21,6 +21,10 @@ class RowViewSet(viewsets.ModelViewSet):
     filter_backends = [DjangoFilterBackend]
     filterset_fields = ["group"]
 
+    def perform_update(self, serializer):
+        # Just before the save's own commit: a frame's arrival minus this is commit-to-frame.
+        serializer.save(saved=time.time())
+
 
 @api_view(["POST"])
 def bulk(request):
