@@ -110,5 +110,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     # WARNING: INFO logs one record per evaluation, which would be part of the cost measured.
-    "loggers": {"reactive_celery": {"handlers": ["console"], "level": "WARNING"}},
+    "loggers": {
+        "reactive_celery": {"handlers": ["console"], "level": "WARNING"},
+        # A 500 during a run must say why in the deployment's log.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
