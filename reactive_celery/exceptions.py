@@ -28,6 +28,7 @@ __all__ = [
     "ObserverGone",
     "ReactiveError",
     "Refused",
+    "SocketServerBusy",
     "StoreUnavailable",
     "TooManySockets",
     "ViewMisconfigured",
@@ -97,3 +98,16 @@ class StoreUnavailable(ReactiveError, APIException):
     status_code = 503
     default_detail = "Live updates are unavailable right now (reactive store unreachable)."
     default_code = "reactive_unavailable"
+
+
+class SocketServerBusy(StoreUnavailable):
+    """503: the ASGI process holding the socket has a full channel-layer inbox.
+
+    Its hub is behind on reading (channels_redis ``capacity``): the subscription
+    is undone rather than left without deliveries; the client retries.
+    """
+
+    default_detail = "The socket's server is too busy to take a subscription now; retry."
+    default_code = "reactive_busy"
+    #: DRF's exception handler sends it as ``Retry-After`` (seconds).
+    wait = 1

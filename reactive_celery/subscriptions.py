@@ -12,12 +12,14 @@ the first diff the socket receives.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import redis
+from channels.exceptions import ChannelFull
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import QueryDict
@@ -37,6 +39,7 @@ from .exceptions import (
     ObserverBusy,
     ObserverError,
     Refused,
+    SocketServerBusy,
     StoreUnavailable,
     ViewMisconfigured,
 )
@@ -45,6 +48,8 @@ from .protocol import STATUS_ERRORS, SUBSCRIBER_ID
 from .spec import OBSERVE_PARAM, ObserverSpec
 from .store import limits, locks, observers, schedule, subscribers
 from .tasks import enqueue_evaluation
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ViewMethod", "observe", "subscribe_url", "unsubscribe", "user_key"]
 
@@ -263,6 +268,9 @@ def _subscribe_locked(
     except ValueError as exc:
         subscribers.unsubscribe(oid, subscriber.id)
         raise ViewMisconfigured(str(exc)) from exc
+    except ChannelFull as exc:
+        subscribers.unsubscribe(oid, subscriber.id)
+        raise _busy(subscriber) from exc
     assert version is not None  # only workers' publishes can find the observer gone
     if stored is None:
         invalidation.record(oid, spec, viewset)
@@ -307,7 +315,11 @@ def _subscribe_current(
     if not subscribers.subscribe(oid, subscriber.id):
         raise NotFound("The subscriber's socket closed during the subscription.")
     follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)
-    broadcast.send(channel_sends=follows, group_adds=adds)
+    try:
+        broadcast.send(channel_sends=follows, group_adds=adds)
+    except ChannelFull as exc:
+        subscribers.unsubscribe(oid, subscriber.id)
+        raise _busy(subscriber) from exc
     # One round trip: items and version together, and whether the socket is still there.
     stored, live = subscribers.observer_and_live(oid, subscriber.id)
     if stored is None:
@@ -318,6 +330,15 @@ def _subscribe_current(
         subscribers.unsubscribe(oid, subscriber.id)
         raise NotFound("The subscriber's socket closed during the subscription.")
     return _answer(request, spec, stored.version, stored.meta, stored.items, replayable=True)
+
+
+def _busy(subscriber: subscribers.Subscriber) -> SocketServerBusy:
+    """The refusal of a subscribe whose follow found the socket's process inbox full."""
+    logger.warning(
+        "Subscribe refused: the channel-layer inbox of %s is full (raise capacity?)",
+        fanout.hub_channel(subscriber.channel) or subscriber.channel,
+    )
+    return SocketServerBusy()
 
 
 def _answer(

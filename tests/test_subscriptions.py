@@ -7,6 +7,8 @@ the real Redis with a channel on the real layer, as a socket's consumer does.
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
 from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.test import APIRequestFactory, force_authenticate
 
@@ -423,3 +425,37 @@ def test_a_subscribe_that_waited_on_another_holder_of_a_current_observer_does_no
     assert (second["observer"], second["version"]) == (oid, first["version"])
     assert observers.load(oid).evaluations == evaluations
     assert subscribers.followers(oid) == {SID, "subscriber-2"}
+
+
+def fill_inbox(listener):
+    """Send to the listener's process until channels_redis refuses: its hub stopped reading."""
+
+    async def fill():
+        while True:
+            try:
+                await listener.layer.send(fanout.hub_channel(listener.channel), {"type": "x"})
+            except ChannelFull:
+                return
+
+    async_to_sync(fill)()
+
+
+@pytest.mark.parametrize("current", [False, True], ids=["new observer", "current observer"])
+def test_a_subscribe_to_a_process_whose_inbox_is_full_is_503_and_undone(
+    store_redis, listener, current, caplog
+):
+    Item.objects.create(name="a")
+    subscribers.register("subscriber-2", listener.channel, "", "127.0.0.1")
+    if current:
+        subscribers.register(SID, listener.channel, "", "127.0.0.1")
+        assert get(views.ItemViewSet, "/api/items/").status_code == 200
+    fill_inbox(listener)
+    try:
+        response = get(views.ItemViewSet, "/api/items/", sid="subscriber-2")
+        assert response.status_code == 503
+        assert response.data["detail"].code == "reactive_busy"
+        assert response["Retry-After"] == "1"
+        assert subscribers.followed("subscriber-2") == set()
+        assert sum("inbox of" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        async_to_sync(listener.layer.flush)()
