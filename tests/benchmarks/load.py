@@ -79,6 +79,11 @@ class Follower:
                 response = await http.get(f"{self.url}{sep}observe={sid}")
                 # The seed consumer accepts the handshake before it registers the id, so
                 # a GET right after it can be refused as unknown: wait and count it.
+                if response.status_code == 503 and "Retry-After" in response.headers:
+                    # The socket's process is behind (reactive_busy): retry as told.
+                    self.subscribe_retries += 1
+                    await asyncio.sleep(float(response.headers["Retry-After"]))
+                    continue
                 if response.status_code != 400 or "Unknown subscriber" not in response.text:
                     break
                 self.subscribe_retries += 1
@@ -90,11 +95,16 @@ class Follower:
                 f"ws://127.0.0.1:{port}/ws/reactive/", additional_headers=origin, max_size=None
             )
             started = time.perf_counter()
-            await self._ws.send(json.dumps({"type": "subscribe", "id": 1, "url": self.url}))
-            while True:
-                answer = json.loads(await self._ws.recv())
-                if answer.get("id") == 1:
+            for _ in range(100):
+                await self._ws.send(json.dumps({"type": "subscribe", "id": 1, "url": self.url}))
+                while True:
+                    answer = json.loads(await self._ws.recv())
+                    if answer.get("id") == 1:
+                        break
+                if answer.get("code") != "unavailable":
                     break
+                self.subscribe_retries += 1
+                await asyncio.sleep(1)
             self.subscribe_s = time.perf_counter() - started
             if answer.get("type") != "subscribed":
                 raise RuntimeError(f"subscribe {self.url}: {answer}")
