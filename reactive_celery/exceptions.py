@@ -12,6 +12,7 @@ ReactiveError
  ├── DependsOnUser           a shared view's result differs per user (HTTP 409)
  ├── Refused                 a socket request is refused; carries the protocol's error code
  └── StoreUnavailable        Redis or the channel layer cannot be reached (HTTP 503)
+      └── SocketServerBusy   the socket's process inbox is full (HTTP 503, Retry-After)
 """
 
 from __future__ import annotations
