@@ -111,9 +111,10 @@ def _connect(topology: Topology) -> redis.Redis:
     options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
     if topology.kind == "sentinel":
         # Sentinels themselves seldom have a password; the data servers' goes to master_for.
-        # redis-py leaves Sentinel untyped; master_for builds a redis.Redis.
-        sentinel = Sentinel(list(topology.hosts), socket_timeout=5)  # type: ignore[no-untyped-call]
-        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+        # Older redis-py releases leave Sentinel untyped (master_for builds a redis.Redis);
+        # newer ones type it, so the ignore may be unused.
+        sentinel = Sentinel(list(topology.hosts), socket_timeout=5)  # type: ignore[no-untyped-call,unused-ignore]
+        master = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             topology.master, db=topology.db, password=topology.password, **options
         )
         return cast(redis.Redis, master)
