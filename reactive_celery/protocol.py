@@ -29,6 +29,7 @@ __all__ = [
     "CLOSE_STATE_LOST",
     "CLOSE_TOO_MANY",
     "CLOSE_UNAVAILABLE",
+    "CODE_ERRORS",
     "Frame",
     "GROUP_DIFF",
     "GROUP_ERROR",
@@ -102,6 +103,7 @@ REQUEST_ERRORS = frozenset(
         "too_many_subscriptions",
         "rate_limited",
         "unavailable",
+        "busy",
         "unsupported",
         "depends_on_user",
         "error",
@@ -117,6 +119,12 @@ STATUS_ERRORS = {
     409: "depends_on_user",
     429: "rate_limited",
     503: "unavailable",
+}
+
+#: Request errors more precise than the status's, by the view's error code.
+CODE_ERRORS = {
+    # The socket's own process is behind on its inbox: retry soon, unlike a dead Redis.
+    "reactive_busy": "busy",
 }
 
 #: A malformed subscriber id in ``ws/<id>``.

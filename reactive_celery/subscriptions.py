@@ -44,7 +44,7 @@ from .exceptions import (
     ViewMisconfigured,
 )
 from .options import ATTRIBUTE, ReactiveOptions
-from .protocol import STATUS_ERRORS, SUBSCRIBER_ID
+from .protocol import CODE_ERRORS, STATUS_ERRORS, SUBSCRIBER_ID
 from .spec import OBSERVE_PARAM, ObserverSpec
 from .store import limits, locks, observers, schedule, subscribers
 from .tasks import enqueue_evaluation
@@ -480,9 +480,9 @@ def subscribe_url(
     data = getattr(response, "data", None)
     if status != 200 or not isinstance(data, dict) or "observer" not in data:
         detail = data.get("detail") if isinstance(data, dict) else None
-        raise Refused(
-            STATUS_ERRORS.get(status, "error"), str(detail or f"The view answered {status}.")
-        )
+        precise = CODE_ERRORS.get(str(getattr(detail, "code", "")))
+        code = precise or STATUS_ERRORS.get(status, "error")
+        raise Refused(code, str(detail or f"The view answered {status}."))
     return dict(data)
 
 

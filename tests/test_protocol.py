@@ -68,9 +68,14 @@ def test_reactive_js_speaks_this_protocol():
     sent = set(re.findall(r'_request\("(\w+)"', source))
     sent |= set(re.findall(r'_send\(\{ type: "(\w+)"', source))
     assert sent == protocol.REQUESTS
-    transient = re.search(r"TRANSIENT_CODES = new Set\(\[([^\]]*)\]\)", source)
     compared = set(re.findall(r'error\.code [!=]== "(\w+)"', source))
-    compared |= set(re.findall(r'"(\w+)"', transient.group(1)))
+    for name in ("TRANSIENT_CODES", "PACING_CODES"):
+        codes = re.search(name + r" = new Set\(\[([^\]]*)\]\)", source)
+        compared |= set(re.findall(r'"(\w+)"', codes.group(1)))
     assert compared and compared <= protocol.REQUEST_ERRORS
+    types = CLIENT.with_suffix(".d.ts").read_text()
+    declared = types[types.index("type RequestErrorCode") :]
+    declared = declared[: declared.index(";")]
+    assert set(re.findall(r'"(\w+)"', declared)) == protocol.REQUEST_ERRORS
     closes = {int(code) for code in re.findall(r"\b(4\d{3})\b", source)}
     assert closes <= protocol.CLOSE_CODES

@@ -459,3 +459,19 @@ def test_a_subscribe_to_a_process_whose_inbox_is_full_is_503_and_undone(
         assert sum("inbox of" in r.getMessage() for r in caplog.records) == 1
     finally:
         async_to_sync(listener.layer.flush)()
+
+
+def test_a_socket_subscribe_to_a_process_whose_inbox_is_full_is_busy_and_undone(
+    store_redis, listener
+):
+    Item.objects.create(name="a")
+    subscribers.register(SID, listener.channel, "", "127.0.0.1")
+    fill_inbox(listener)
+    try:
+        with pytest.raises(Refused) as refused:
+            subscribe("/api/items/")
+        # Not "unavailable": the client retries a busy first subscribe on its own.
+        assert refused.value.code == "busy"
+        assert subscribers.followed(SID) == set()
+    finally:
+        async_to_sync(listener.layer.flush)()

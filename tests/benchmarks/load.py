@@ -101,7 +101,7 @@ class Follower:
                     answer = json.loads(await self._ws.recv())
                     if answer.get("id") == 1:
                         break
-                if answer.get("code") != "unavailable":
+                if answer.get("code") not in ("busy", "unavailable"):
                     break
                 self.subscribe_retries += 1
                 await asyncio.sleep(1)

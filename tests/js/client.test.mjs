@@ -538,6 +538,22 @@ describe("errors", () => {
     await assert.rejects(down, { code: "unavailable" });
   });
 
+  test("a busy first subscribe is retried, and a busy resume too", async () => {
+    const env = setup({ random: () => 1 });
+    env.ws().open();
+    const promise = env.client.subscribe("/api/a/");
+    const first = env.ws().last();
+    env.ws().push({ type: "error", id: first.id, code: "busy", message: "The socket's server is too busy; retry." });
+    assert.deepEqual(env.clock.waiting, [500]);
+    env.clock.advance(500);
+    const again = env.ws().last();
+    assert.deepEqual(again, { type: "subscribe", id: again.id, url: "/api/a/" });
+    env.ws().push(subscribed(again, { items: [row(1)] }));
+    const list = await promise;
+    assert.deepEqual(ids(list.items), [1]);
+    assert.equal(list.closed, false);
+  });
+
   test("errors that match nothing go to client.onError", async () => {
     const env = setup();
     const seen = [];

@@ -23,7 +23,11 @@ export type RequestErrorCode =
   | "too_large"
   | "too_many_subscriptions"
   | "rate_limited"
-  | "unavailable";
+  | "unavailable"
+  | "busy"
+  | "unsupported"
+  | "depends_on_user"
+  | "error";
 
 /** Codes of `error` frames that end a subscription (`observer`). */
 export type ObserverErrorCode = "forbidden" | "gone" | "timeout" | "error" | "crashed";

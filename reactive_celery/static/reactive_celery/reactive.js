@@ -14,8 +14,10 @@
 /** Connection states, in the order a client usually goes through them. */
 export const STATES = Object.freeze(["connecting", "open", "reconnecting", "closed"]);
 
-/** Request error codes after which a resubscribe is retried with backoff (a first subscribe: rate_limited only). */
-const TRANSIENT_CODES = new Set(["rate_limited", "unavailable"]);
+/** Request error codes after which a resubscribe is retried with backoff. */
+const TRANSIENT_CODES = new Set(["rate_limited", "busy", "unavailable"]);
+/** The ones a first subscribe retries too: pacing, not a failure the caller must see. */
+const PACING_CODES = new Set(["rate_limited", "busy"]);
 const META_KEYS = ["count", "next", "previous"];
 /** Diff frames kept while a resubscribe is in flight; older ones are dropped. */
 const MAX_BUFFERED = 1000;
@@ -684,7 +686,7 @@ export class ReactiveClient {
   _subscribeFailed(sub, error) {
     sub._requestId = null;
     if (sub.closed) return;
-    if (sub._ready && error.code !== "rate_limited") {
+    if (sub._ready && !PACING_CODES.has(error.code)) {
       // The first answer: the caller decides what to do (but pacing is ours to handle).
       this._rejectFirst(sub, error);
     } else if (TRANSIENT_CODES.has(error.code)) {
