@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     # concern (their last result held one, or their query would now); False: every
     # observer of the table, as for any other table the view reads.
     "PRECISE_INVALIDATION": True,
+    # Seconds a worker process reuses an observer's probe query (built by running its
+    # view's get_queryset and filters) before building it anew; 0: build it every time.
+    "PROBE_CACHE_SECONDS": 5,
 }
 
 #: The values CHANGE_SOURCE may take.
@@ -110,6 +113,9 @@ _POSITIVE_NUMBERS = (
     "TICKET_TTL",
 )
 
+
+#: Numbers where 0 turns something off.
+_NON_NEGATIVE_NUMBERS = ("PROBE_CACHE_SECONDS",)
 
 #: Limits that count whole things: below 1 they would refuse everything.
 _COUNTS = (
@@ -140,6 +146,10 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
             problems.append(f"REACTIVE_CELERY['{key}'] must be a positive number, got {value!r}.")
         else:
             numbers.add(key)
+    for key in _NON_NEGATIVE_NUMBERS:
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            problems.append(f"REACTIVE_CELERY['{key}'] must be a number >= 0, got {value!r}.")
     if not isinstance(values["PRECISE_INVALIDATION"], bool):
         problems.append(
             "REACTIVE_CELERY['PRECISE_INVALIDATION'] must be True or False, "

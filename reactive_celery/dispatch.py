@@ -48,10 +48,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 
-from . import broadcast, invalidation, metrics, protocol
+from . import broadcast, invalidation, metrics, probing, protocol
 from .conf import reactive_settings
 from .invalidation import Invalidation
 from .spec import ObserverSpec
@@ -94,7 +95,7 @@ def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
         task,
         taken.last,
         skipped=len(decision.dropped),
-        queries=-(-decision.probed // invalidation.PROBE_CHUNK),
+        queries=-(-decision.probed // probing.PROBE_CHUNK),
     )
     # Clients of the queued ones hear it from the evaluation (``locks.settled``).
     caught_up = [(oid, locks.sync_after_dispatch(oid)) for oid in waited]
@@ -116,7 +117,7 @@ def decide(table: str, pks: set[str], oids: list[str]) -> Decision:
     if not pks or ANY in pks or not reactive_settings.PRECISE_INVALIDATION:
         decision.owed = {oid: [f"{table}:{ANY}"] for oid in oids}
         return decision
-    idle: dict[str, ObserverSpec] = {}
+    idle: dict[str, tuple[ObserverSpec, str]] = {}
     for candidate in probes.read(oids):
         if not candidate.spec:
             decision.gone.append(candidate.oid)
@@ -127,7 +128,7 @@ def decide(table: str, pks: set[str], oids: list[str]) -> Decision:
         elif pks & _held(spec, candidate.items):
             decision.owed[candidate.oid] = [f"{table}:{ANY}"]
         else:
-            idle[candidate.oid] = spec
+            idle[candidate.oid] = (spec, candidate.spec)
     if idle:
         matched = _probe(table, idle, pks)
         for oid in idle:
@@ -154,21 +155,22 @@ def _held(spec: ObserverSpec, items_json: str) -> set[str]:
     return {str(item.get(spec.primary_key)) for item in json.loads(items_json or "[]")}
 
 
-def _probe(table: str, specs: dict[str, ObserverSpec], pks: set[str]) -> set[str]:
-    """The observers whose query matches any of ``pks`` now; all of them if any fails."""
+def _probe(table: str, specs: dict[str, tuple[ObserverSpec, str]], pks: set[str]) -> set[str]:
+    """The observers whose query matches any of ``pks`` now; all of them if any fails.
+
+    ``specs``: each observer's spec and its JSON as stored (the probe cache's key).
+    """
     unknown: set[str] = set()
     try:
-        users = invalidation.users(specs.values())
-        querysets: list[tuple[str, QuerySet[Any], list[Any]]] = []
-        for oid, spec in specs.items():
+        users = invalidation.users(spec for spec, _ in specs.values())
+        probes: list[tuple[str, probing.Probe]] = []
+        for oid, (spec, spec_json) in specs.items():
             user = users.get(spec.user) if spec.user else AnonymousUser()
             if user is None:
                 unknown.add(oid)  # the user is gone: the evaluation stops the observer
                 continue
-            queryset = invalidation.probe_queryset(spec, user)
-            pk = queryset.model._meta.pk
-            querysets.append((oid, queryset, [pk.to_python(row) for row in pks]))
-        found = invalidation.probe([(queryset, rows) for _, queryset, rows in querysets])
+            probes.append((oid, probing.cached(oid, spec_json, user, _builder(spec, user))))
+        found = probing.run([(probe, pks) for _, probe in probes])
     except Exception as exc:
         # Evaluating is always correct; the evaluations report the views' own errors.
         logger.info(
@@ -180,4 +182,10 @@ def _probe(table: str, specs: dict[str, ObserverSpec], pks: set[str]) -> set[str
             extra={"table": table},
         )
         return set(specs)
-    return unknown | {querysets[index][0] for index in found}
+    return unknown | {probes[index][0] for index in found}
+
+
+def _builder(
+    spec: ObserverSpec, user: AbstractBaseUser | AnonymousUser
+) -> Callable[[], QuerySet[Any]]:
+    return lambda: invalidation.probe_queryset(spec, user)

@@ -5,7 +5,7 @@
                the store, shown by ``reactive_status``)
     affects    before an evaluation: whether the touched entries may change its result
     probe      which of several filtered querysets contain any of some primary keys,
-               in one query (UNION ALL of each tagged with its index)
+               in one query (``probing``: UNION ALL of each tagged with its index)
     probe_queryset / users   what a table's dispatch (``dispatch``) probes all of its
                observers with, as their users, in one query each
 
@@ -39,10 +39,11 @@ from typing import Any, cast
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import IntegerField, QuerySet, Value
+from django.db.models import QuerySet
 from django.urls import resolve
 from rest_framework.mixins import ListModelMixin
 
+from . import probing
 from .conf import reactive_settings
 from .evaluation import GetRequest, view_path
 from .spec import ObserverSpec
@@ -53,7 +54,6 @@ from .store.stats import STATS_TTL
 
 __all__ = [
     "FIELD",
-    "PROBE_CHUNK",
     "Invalidation",
     "affects",
     "build_view",
@@ -66,13 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Querysets per compound SELECT: SQLite's default SQLITE_MAX_COMPOUND_SELECT is 500.
-PROBE_CHUNK = 400
-
 #: The observer hash's field holding its ``Invalidation`` (JSON).
 FIELD = "invalidation"
-
-_TAG = "_reactive_probe"
 
 
 @dataclass(frozen=True)
@@ -152,8 +147,8 @@ def _classify(spec: ObserverSpec, view: Any) -> Invalidation:
         table = str(queryset.model._meta.db_table)
         reason = _unprobeable(spec, queryset)
         if not reason:
-            # Compiles the probe once, so a query that cannot be combined shows now.
-            _probe_queryset(queryset, 0, ["0"]).query.get_compiler(queryset.db).as_sql()
+            # Compiles the probe once, so a query that cannot be probed shows now.
+            probing.compile_probe(queryset)
     except Exception as exc:
         return Invalidation(reason=f"the probe raised {type(exc).__name__}")
     if reason:
@@ -175,31 +170,13 @@ def _unprobeable(spec: ObserverSpec, queryset: QuerySet[Any]) -> str:
     return ""
 
 
-def _probe_queryset(queryset: QuerySet[Any], index: int, pks: Collection[Any]) -> QuerySet[Any]:
-    tagged: QuerySet[Any] = (
-        queryset.filter(pk__in=list(pks))
-        .order_by()
-        .annotate(**{_TAG: Value(index, output_field=IntegerField())})
-        .values_list(_TAG, flat=True)
-    )
-    return tagged
-
-
 def probe(querysets: Sequence[tuple[QuerySet[Any], Collection[Any]]]) -> set[int]:
     """Indexes of the querysets that contain any of their primary keys.
 
-    One UNION ALL query per ``PROBE_CHUNK`` querysets (one in all for fewer);
-    each must be unsliced and on the default connection of its model.
+    One UNION ALL query per ``probing.PROBE_CHUNK`` querysets of a database (one
+    in all for fewer); each must be unsliced and uncombined.
     """
-    matched: set[int] = set()
-    tagged = [_probe_queryset(qs, i, pks) for i, (qs, pks) in enumerate(querysets) if pks]
-    for start in range(0, len(tagged), PROBE_CHUNK):
-        first, *rest = tagged[start : start + PROBE_CHUNK]
-        # Django 6 orders a union by the model's Meta.ordering unless told not to,
-        # naming a column the tagged selects do not hold.
-        combined = first.union(*rest, all=True).order_by() if rest else first
-        matched.update(int(index) for index in combined)
-    return matched
+    return probing.run([(probing.compile_probe(qs), pks) for qs, pks in querysets])
 
 
 def _load(oid: str) -> tuple[str | None, str | None, str | None]:

@@ -159,6 +159,16 @@ def listener():
 
 
 @pytest.fixture(autouse=True)
+def no_cached_probes():
+    """Each test builds its probes afresh, as a new worker process would."""
+    from reactive_celery import probing
+
+    probing.clear()
+    yield
+    probing.clear()
+
+
+@pytest.fixture(autouse=True)
 def no_retry_left_behind():
     """An enqueue retry pending in this process must not fire into the next test."""
     yield

@@ -34,6 +34,17 @@ def test_numbers_must_be_positive(value):
         _ = reactive_settings.SUBSCRIBER_TTL
 
 
+@pytest.mark.parametrize("value", [-1, float("nan"), "5", True, None])
+def test_the_probe_cache_takes_zero_or_more_seconds(value):
+    with (
+        override_settings(REACTIVE_CELERY={"PROBE_CACHE_SECONDS": value}),
+        pytest.raises(ConfigurationError, match=r"PROBE_CACHE_SECONDS.*>= 0"),
+    ):
+        _ = reactive_settings.PROBE_CACHE_SECONDS
+    with override_settings(REACTIVE_CELERY={"PROBE_CACHE_SECONDS": 0}):
+        assert reactive_settings.PROBE_CACHE_SECONDS == 0
+
+
 def test_heartbeat_must_be_shorter_than_subscriber_ttl():
     with (
         override_settings(REACTIVE_CELERY={"SUBSCRIBER_TTL": 10, "HEARTBEAT_INTERVAL": 10}),

@@ -133,6 +133,17 @@ class GroupItemViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @reactive
+class LeaderGroupViewSet(viewsets.ReadOnlyModelViewSet):
+    """The items at the position of the one named "leader": get_queryset reads a row itself."""
+
+    serializer_class = ItemSerializer
+
+    def get_queryset(self):
+        leader = Item.objects.filter(name="leader").values_list("position", flat=True).first()
+        return Item.objects.filter(position=leader).order_by("id")
+
+
+@reactive
 class AnnotatedItemViewSet(viewsets.ReadOnlyModelViewSet):
     """distinct() over an annotation: cannot be probed, invalidated per table."""
 

@@ -1,0 +1,172 @@
+"""Probe queries as SQL: each observer's compiled once, many combined into one query.
+
+A probe asks which of several observers' querysets contain any of some primary
+keys. Each queryset is compiled once into the SQL of its primary keys (a
+``Probe``); ``run`` wraps each as ``SELECT <index> FROM (<probe>) WHERE pk IN
+(...)`` and sends them as one UNION ALL per ``PROBE_CHUNK``, so combining costs
+no queryset clone and no ORM compile per observer.
+
+``cached`` keeps an observer's Probe in the worker process for
+``PROBE_CACHE_SECONDS``: building it runs the view's ``get_queryset`` and filter
+backends (django-filter makes a FilterSet class and a form per call), most of
+a dispatch's time. It is keyed by the observer's spec and the field values of
+its user, and never kept when building it ran a query: such SQL may embed rows
+that change. What else a queryset's SQL could depend on (the clock, a cache)
+is what the setting bounds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
+from django.db.models import Field, QuerySet
+
+from .conf import reactive_settings
+
+__all__ = ["PROBE_CHUNK", "Probe", "cached", "clear", "compile_probe", "run"]
+
+#: Probes per compound SELECT: SQLite's default SQLITE_MAX_COMPOUND_SELECT is 500.
+PROBE_CHUNK = 400
+
+_TAG = "_reactive_probe"
+_ALIAS = "_reactive_rows"
+#: Probes one process keeps at most; past it, expired ones go, then all.
+_MAX_CACHED = 20_000
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The SQL selecting a queryset's primary keys, on database ``db``."""
+
+    db: str
+    #: Empty for a queryset that can hold no row (``none()``): it matches nothing.
+    sql: str
+    params: tuple[Any, ...]
+    pk: Field[Any, Any]
+    #: The name of the SQL's one column.
+    column: str
+
+
+def compile_probe(queryset: QuerySet[Any]) -> Probe:
+    """The probe of an unsliced, uncombined queryset (raises what its compile raises)."""
+    db = queryset.db
+    pk = queryset.model._meta.pk
+    compiler = queryset.order_by().values_list("pk").query.get_compiler(using=db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        sql, params = "", ()
+    # Django names the column "pk" in some releases, leaves it the pk's own in others.
+    alias = compiler.select[0][2] if len(compiler.select) == 1 else None
+    return Probe(db, sql, tuple(params), pk, alias or pk.column)
+
+
+def run(probes: Sequence[tuple[Probe, Collection[Any]]]) -> set[int]:
+    """Indexes of the probes whose rows include any of their primary keys.
+
+    One query per ``PROBE_CHUNK`` probes of a database (one in all for fewer);
+    probes without keys, or of querysets that can hold no row, match nothing and
+    cost nothing.
+    """
+    by_db: dict[str, list[tuple[int, Probe, Collection[Any]]]] = {}
+    for index, (probe, pks) in enumerate(probes):
+        if pks and probe.sql:
+            by_db.setdefault(probe.db, []).append((index, probe, pks))
+    matched: set[int] = set()
+    for db, parts in by_db.items():
+        connection = connections[db]
+        quote = connection.ops.quote_name
+        for start in range(0, len(parts), PROBE_CHUNK):
+            selects: list[str] = []
+            params: list[Any] = []
+            for index, probe, pks in parts[start : start + PROBE_CHUNK]:
+                values = [
+                    probe.pk.get_db_prep_value(probe.pk.to_python(pk), connection) for pk in pks
+                ]
+                selects.append(
+                    f"SELECT {int(index)} AS {quote(_TAG)} FROM ({probe.sql}) {quote(_ALIAS)} "
+                    f"WHERE {quote(_ALIAS)}.{quote(probe.column)} IN "
+                    f"({', '.join(['%s'] * len(values))})"
+                )
+                params.extend(probe.params)
+                params.extend(values)
+            with connection.cursor() as cursor:
+                cursor.execute(" UNION ALL ".join(selects), params)
+                matched.update(int(row[0]) for row in cursor.fetchall())
+    return matched
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: tuple[str, str]
+    probe: Probe
+    expires: float
+
+
+_cache: dict[str, _Entry] = {}
+
+
+def cached(
+    oid: str,
+    spec_json: str,
+    user: AbstractBaseUser | AnonymousUser,
+    build: Callable[[], QuerySet[Any]],
+) -> Probe:
+    """The observer's probe, from this process's cache or from ``build()``."""
+    ttl = reactive_settings.PROBE_CACHE_SECONDS
+    key = (spec_json, _user_state(user))
+    now = time.monotonic()
+    entry = _cache.get(oid)
+    if entry is not None and entry.key == key and entry.expires > now:
+        return entry.probe
+    with _counting_queries() as ran:
+        probe = compile_probe(build())
+    if ttl > 0 and not ran:
+        if len(_cache) >= _MAX_CACHED:
+            _evict(now)
+        _cache[oid] = _Entry(key, probe, now + ttl)
+    else:
+        _cache.pop(oid, None)
+    return probe
+
+
+def clear() -> None:
+    """Forget every cached probe of this process."""
+    _cache.clear()
+
+
+def _evict(now: float) -> None:
+    for oid in [oid for oid, entry in _cache.items() if entry.expires <= now]:
+        del _cache[oid]
+    if len(_cache) >= _MAX_CACHED:
+        _cache.clear()
+
+
+def _user_state(user: AbstractBaseUser | AnonymousUser) -> str:
+    # A view may filter on any of the user's fields (is_staff, a team): a change rebuilds.
+    if not getattr(user, "is_authenticated", False):
+        return ""
+    fields = cast(AbstractBaseUser, user)._meta.concrete_fields
+    return repr([getattr(user, f.attname) for f in fields])
+
+
+@contextmanager
+def _counting_queries() -> Iterator[list[str]]:
+    ran: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        ran.append(sql)
+        return execute(sql, params, many, context)
+
+    with ExitStack() as stack:
+        for alias in connections:
+            stack.enter_context(connections[alias].execute_wrapper(record))
+        yield ran

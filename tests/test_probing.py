@@ -1,0 +1,125 @@
+"""A worker process's probe cache: what a dispatch builds once, and what it never keeps.
+
+Dispatches run in-process over the real Redis and broker as in ``test_dispatch``;
+a build is one call of ``invalidation.probe_queryset`` (the view's
+``get_queryset`` and filter backends).
+"""
+
+import time
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
+from django.test import override_settings
+
+from reactive_celery import invalidation, probing
+from reactive_celery.store import observers
+from tests.specs import spec_for
+from tests.test_dispatch import groups, run_dispatches, subscribed
+from tests.test_invalidation import changed, evaluations, run_queued
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """The probe querysets built so far, by the observer's path."""
+    counted: list[str] = []
+    real = invalidation.probe_queryset
+
+    def counting(spec, user=None):
+        counted.append(spec.path)
+        return real(spec, user)
+
+    monkeypatch.setattr(invalidation, "probe_queryset", counting)
+    return counted
+
+
+def probe_cache(seconds):
+    return override_settings(
+        REACTIVE_CELERY={**settings.REACTIVE_CELERY, "PROBE_CACHE_SECONDS": seconds}
+    )
+
+
+def test_a_second_dispatch_reuses_the_probes_the_first_built(store_redis, broker, builds):
+    oids = groups(10)
+    before = evaluations(oids)
+    Item.objects.create(name="a", position=3)
+    run_dispatches(broker)
+    assert len(builds) == 10
+    Item.objects.create(name="b", position=4)
+    assert len(run_dispatches(broker)) == 1  # still one probe query
+    assert len(builds) == 10
+    run_queued(broker)
+    # The cached probes decide as built ones do: one evaluation per write, of its group.
+    assert changed(oids, before) == [1 if g in (3, 4) else 0 for g in range(10)]
+
+
+def test_with_no_cache_every_dispatch_builds_its_probes(store_redis, broker, builds):
+    oids = groups(5)
+    with probe_cache(0):
+        Item.objects.create(name="a", position=7)
+        run_dispatches(broker)
+        Item.objects.create(name="b", position=8)
+        run_dispatches(broker)
+    assert len(builds) == 10
+    assert changed(oids, [1] * 5) == [0] * 5
+
+
+def test_a_cached_probe_is_built_anew_once_it_expired(store_redis, broker, builds):
+    groups(3)
+    with probe_cache(0.2):
+        Item.objects.create(name="a", position=7)
+        run_dispatches(broker)
+        time.sleep(0.3)
+        Item.objects.create(name="b", position=8)
+        run_dispatches(broker)
+    assert len(builds) == 6
+
+
+def test_a_probe_whose_building_ran_a_query_is_never_kept(store_redis, broker, builds):
+    """Its SQL embeds a row's value: the leader's move must reach the next probe."""
+    Item.objects.create(name="x", position=1)
+    Item.objects.create(name="y", position=2)
+    leader = Item.objects.create(name="leader", position=1)
+    oid = subscribed(spec_for("/api/leader-group/", "LeaderGroupViewSet"))
+    groups(1)  # a table's lone observer is decided under its lock, without a dispatch
+    assert [i["name"] for i in observers.load(oid).items] == ["x", "leader"]
+    Item.objects.create(name="elsewhere", position=9)
+    run_queued(broker)
+    assert builds.count("/api/leader-group/") == 1
+    leader.position = 2
+    leader.save()  # held in the result: evaluated, no probe
+    run_queued(broker)
+    assert [i["name"] for i in observers.load(oid).items] == ["y", "leader"]
+    Item.objects.create(name="z", position=2)  # matches only the probe built after the move
+    run_queued(broker)
+    assert builds.count("/api/leader-group/") == 2
+    assert [i["name"] for i in observers.load(oid).items] == ["y", "leader", "z"]
+
+
+def test_a_change_to_the_user_builds_their_probe_anew(store_redis, broker, builds):
+    user = User.objects.create_user("ann")
+    oid = subscribed(spec_for("/api/own/", "OwnItemViewSet", user=str(user.pk)), user)
+    groups(1)  # a table's lone observer is decided under its lock, without a dispatch
+    Item.objects.create(name="not hers", position=1)
+    run_queued(broker)
+    Item.objects.create(name="not hers either", position=2)
+    run_queued(broker)
+    assert builds.count("/api/own/") == 1
+    user.is_staff = True  # a view may filter on any of the user's fields
+    user.save()
+    Item.objects.create(name="still not hers", position=3)
+    run_queued(broker)
+    assert builds.count("/api/own/") == 2
+    assert observers.load(oid).items == []
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(probing, "_MAX_CACHED", 3)
+    probe = probing.compile_probe(Item.objects.all())
+    for n in range(7):
+        probing.cached(f"o{n}", "{}", AnonymousUser(), Item.objects.all)
+    assert len(probing._cache) <= 3
+    assert probing.cached("o6", "{}", AnonymousUser(), lambda: pytest.fail("rebuilt")) == probe
