@@ -87,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "PRECISE_INVALIDATION": True,
     # Seconds a worker process reuses an observer's probe query (built by running its
     # view's get_queryset and filters) before building it anew; 0: build it every time.
-    "PROBE_CACHE_SECONDS": 5,
+    "PROBE_CACHE_SECONDS": 30,
 }
 
 #: The values CHANGE_SOURCE may take.

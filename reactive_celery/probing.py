@@ -6,7 +6,7 @@ keys. Each queryset is compiled once into the SQL of its primary keys (a
 (...)`` and sends them as one UNION ALL per ``PROBE_CHUNK``, so combining costs
 no queryset clone and no ORM compile per observer.
 
-``cached`` keeps an observer's Probe in the worker process for
+``cached`` keeps an observer's Probe in the worker process for half to all of
 ``PROBE_CACHE_SECONDS``: building it runs the view's ``get_queryset`` and filter
 backends (django-filter makes a FilterSet class and a form per call), most of
 a dispatch's time. It is keyed by the observer's spec and the field values of
@@ -17,6 +17,7 @@ is what the setting bounds.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -132,7 +133,9 @@ def cached(
     if ttl > 0 and not ran:
         if len(_cache) >= _MAX_CACHED:
             _evict(now)
-        _cache[oid] = _Entry(key, probe, now + ttl)
+        # Spread over half the lifetime: probes built by one dispatch (a worker's first)
+        # must not all expire into one later dispatch that builds them all again.
+        _cache[oid] = _Entry(key, probe, now + ttl * (0.5 + random.random() / 2))
     else:
         _cache.pop(oid, None)
     return probe

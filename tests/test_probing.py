@@ -123,3 +123,13 @@ def test_the_cache_is_bounded(monkeypatch):
         probing.cached(f"o{n}", "{}", AnonymousUser(), Item.objects.all)
     assert len(probing._cache) <= 3
     assert probing.cached("o6", "{}", AnonymousUser(), lambda: pytest.fail("rebuilt")) == probe
+
+
+def test_probes_built_together_expire_apart():
+    with probe_cache(10):
+        started = time.monotonic()
+        for n in range(50):
+            probing.cached(f"o{n}", "{}", AnonymousUser(), Item.objects.all)
+    left = [entry.expires - started for entry in probing._cache.values()]
+    assert all(4.9 < seconds <= 10.1 for seconds in left)
+    assert max(left) - min(left) > 1
