@@ -27,7 +27,8 @@ from typing import Any, cast
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import EmptyResultSet
-from django.db import connections
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, QuerySet
 
 from .conf import reactive_settings
@@ -39,6 +40,8 @@ PROBE_CHUNK = 400
 
 _TAG = "_reactive_probe"
 _ALIAS = "_reactive_rows"
+#: Probes per query from which PostgreSQL's parallel workers are turned off for it.
+_SERIAL_FROM = 32
 #: Probes one process keeps at most; past it, expired ones go, then all.
 _MAX_CACHED = 20_000
 
@@ -99,10 +102,28 @@ def run(probes: Sequence[tuple[Probe, Collection[Any]]]) -> set[int]:
                 )
                 params.extend(probe.params)
                 params.extend(values)
-            with connection.cursor() as cursor:
+            with _serial(connection, len(selects)), connection.cursor() as cursor:
                 cursor.execute(" UNION ALL ".join(selects), params)
                 matched.update(int(row[0]) for row in cursor.fetchall())
     return matched
+
+
+@contextmanager
+def _serial(connection: BaseDatabaseWrapper, parts: int) -> Iterator[None]:
+    """A large probe on PostgreSQL runs without parallel workers.
+
+    Past about a hundred parts the planner gathers the index lookups over two
+    workers: twice the time of the same plan run alone, and two worker
+    processes started per probe. SET LOCAL keeps the setting to the probe's
+    own transaction (not taken inside a caller's, where it would outlive it).
+    """
+    if connection.vendor != "postgresql" or parts < _SERIAL_FROM or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        yield
 
 
 @dataclass(frozen=True)

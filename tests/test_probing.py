@@ -10,7 +10,9 @@ import time
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from reactive_celery import invalidation, probing
 from reactive_celery.store import observers
@@ -133,3 +135,21 @@ def test_probes_built_together_expire_apart():
     left = [entry.expires - started for entry in probing._cache.values()]
     assert all(4.9 < seconds <= 10.1 for seconds in left)
     assert max(left) - min(left) > 1
+
+
+def test_a_large_probe_runs_without_parallel_workers_on_postgresql():
+    """PostgreSQL gathers a long UNION ALL of index lookups over workers: slower, and
+    two processes per probe. SQLite has no such thing and gets the query alone."""
+    a = Item.objects.create(name="a", position=1)
+    probes = [
+        (probing.compile_probe(Item.objects.filter(position=n % 3)), [a.pk]) for n in range(60)
+    ]
+    postgres = connection.vendor == "postgresql"
+    with CaptureQueriesContext(connection) as queries:
+        assert probing.run(probes) == {n for n in range(60) if n % 3 == 1}
+        assert probing.run(probes[:5]) == {1, 4}
+    sent = [q["sql"] for q in queries.captured_queries]
+    settings_sent = [sql for sql in sent if "max_parallel_workers_per_gather" in sql]
+    assert settings_sent == (["SET LOCAL max_parallel_workers_per_gather = 0"] if postgres else [])
+    assert sum("UNION ALL" in sql for sql in sent) == 2
+    assert not connection.in_atomic_block
