@@ -251,10 +251,8 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
         return True  # gone: evaluate() finds out and does nothing
     spec = ObserverSpec.from_json(spec_json)
     invalidation = Invalidation(**json.loads(known)) if known else None
-    view = None
     if invalidation is None:
-        view = build_view(spec, _user(spec))
-        invalidation = classify(spec, view)
+        invalidation = classify(spec, build_view(spec, _user(spec)))
         _store(oid, invalidation)
     rows = _rows(touched, invalidation.table) if invalidation.precise else None
     if rows is None:
@@ -262,9 +260,9 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
     held = {str(item.get(spec.primary_key)) for item in json.loads(items_json or "[]")}
     if rows & held:
         return True
-    queryset = _filtered(view if view is not None else build_view(spec, _user(spec)))
-    pk = queryset.model._meta.pk
-    if probe([(queryset, [pk.to_python(row) for row in rows])]):
+    user = _user(spec)
+    found = probing.cached(oid, spec_json, user, lambda: _filtered(build_view(spec, user)))
+    if probing.run([(found, rows)]):
         return True
     pipe = client().pipeline(transaction=False)
     pipe.incr(keys.stats_skipped())

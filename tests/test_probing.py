@@ -153,3 +153,25 @@ def test_a_large_probe_runs_without_parallel_workers_on_postgresql():
     assert settings_sent == (["SET LOCAL max_parallel_workers_per_gather = 0"] if postgres else [])
     assert sum("UNION ALL" in sql for sql in sent) == 2
     assert not connection.in_atomic_block
+
+
+def test_a_lone_observer_decided_under_its_lock_reuses_its_probe(store_redis, broker, monkeypatch):
+    (oid,) = groups(1)  # a table's only precise observer: no dispatch, its evaluation task probes
+    built = []
+    real = invalidation.build_view
+
+    def counting(spec, user):
+        built.append(spec.path)
+        return real(spec, user)
+
+    monkeypatch.setattr(invalidation, "build_view", counting)
+    before = evaluations([oid])
+    for position in (5, 6, 7):
+        Item.objects.create(name="elsewhere", position=position)
+        run_queued(broker)
+    assert built == ["/api/groups/"]
+    assert changed([oid], before) == [0]
+    Item.objects.create(name="mine", position=0)
+    run_queued(broker)
+    assert changed([oid], before) == [1]
+    assert [i["name"] for i in observers.load(oid).items] == ["mine"]
