@@ -168,8 +168,10 @@ def clear() -> None:
 
 
 def _evict(now: float) -> None:
-    for oid in [oid for oid, entry in _cache.items() if entry.expires <= now]:
-        del _cache[oid]
+    # A copy: under a threads pool another task may add to the cache meanwhile.
+    for oid, entry in list(_cache.items()):
+        if entry.expires <= now:
+            _cache.pop(oid, None)
     if len(_cache) >= _MAX_CACHED:
         _cache.clear()
 
