@@ -27,6 +27,7 @@ from typing import Any, cast
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import EmptyResultSet
+from django.core.signals import setting_changed
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, QuerySet
@@ -196,3 +197,12 @@ def _counting_queries() -> Iterator[list[str]]:
         for alias in connections:
             stack.enter_context(connections[alias].execute_wrapper(record))
         yield ran
+
+
+def _clear_on_change(**kwargs: Any) -> None:
+    # A probe is built from the URLconf, the views and the databases of its time.
+    if kwargs.get("setting") in ("REACTIVE_CELERY", "ROOT_URLCONF", "DATABASES"):
+        clear()
+
+
+setting_changed.connect(_clear_on_change)

@@ -132,7 +132,7 @@ def test_probes_built_together_expire_apart():
         started = time.monotonic()
         for n in range(50):
             probing.cached(f"o{n}", "{}", AnonymousUser(), Item.objects.all)
-    left = [entry.expires - started for entry in probing._cache.values()]
+        left = [entry.expires - started for entry in probing._cache.values()]
     assert all(4.9 < seconds <= 10.1 for seconds in left)
     assert max(left) - min(left) > 1
 
@@ -175,3 +175,10 @@ def test_a_lone_observer_decided_under_its_lock_reuses_its_probe(store_redis, br
     run_queued(broker)
     assert changed([oid], before) == [1]
     assert [i["name"] for i in observers.load(oid).items] == ["mine"]
+
+
+def test_a_settings_change_forgets_the_cached_probes():
+    probing.cached("o", "{}", AnonymousUser(), Item.objects.all)
+    assert probing._cache
+    with probe_cache(10):
+        assert not probing._cache
