@@ -519,40 +519,28 @@ describe("errors", () => {
     assert.deepEqual(again, { type: "subscribe", id: again.id, url: "/api/a/", observer: OBS, version: 1 });
   });
 
-  test("a rate-limited first subscribe is retried; other refusals reject", async () => {
-    const env = setup({ random: () => 1 });
-    env.ws().open();
-    const promise = env.client.subscribe("/api/a/");
-    const first = env.ws().last();
-    env.ws().push({ type: "error", id: first.id, code: "rate_limited", message: "At most 20 subscribe requests a second." });
-    assert.deepEqual(env.clock.waiting, [500]);
-    env.clock.advance(500);
-    const again = env.ws().last();
-    assert.deepEqual(again, { type: "subscribe", id: again.id, url: "/api/a/" });
-    assert.ok(again.id > first.id);
-    env.ws().push(subscribed(again, { items: [row(1)] }));
-    assert.deepEqual(ids((await promise).items), [1]);
+  for (const code of ["rate_limited", "busy"]) {
+    test(`a first subscribe refused with ${code} is retried; other refusals reject`, async () => {
+      const env = setup({ random: () => 1 });
+      env.ws().open();
+      const promise = env.client.subscribe("/api/a/");
+      const first = env.ws().last();
+      env.ws().push({ type: "error", id: first.id, code, message: "Not now; retry." });
+      assert.deepEqual(env.clock.waiting, [500]);
+      env.clock.advance(500);
+      const again = env.ws().last();
+      assert.deepEqual(again, { type: "subscribe", id: again.id, url: "/api/a/" });
+      assert.ok(again.id > first.id);
+      env.ws().push(subscribed(again, { items: [row(1)] }));
+      const list = await promise;
+      assert.deepEqual(ids(list.items), [1]);
+      assert.equal(list.closed, false);
 
-    const down = env.client.subscribe("/api/b/");
-    env.ws().push({ type: "error", id: env.ws().last().id, code: "unavailable", message: "Redis is down" });
-    await assert.rejects(down, { code: "unavailable" });
-  });
-
-  test("a busy first subscribe is retried, and a busy resume too", async () => {
-    const env = setup({ random: () => 1 });
-    env.ws().open();
-    const promise = env.client.subscribe("/api/a/");
-    const first = env.ws().last();
-    env.ws().push({ type: "error", id: first.id, code: "busy", message: "The socket's server is too busy; retry." });
-    assert.deepEqual(env.clock.waiting, [500]);
-    env.clock.advance(500);
-    const again = env.ws().last();
-    assert.deepEqual(again, { type: "subscribe", id: again.id, url: "/api/a/" });
-    env.ws().push(subscribed(again, { items: [row(1)] }));
-    const list = await promise;
-    assert.deepEqual(ids(list.items), [1]);
-    assert.equal(list.closed, false);
-  });
+      const down = env.client.subscribe("/api/b/");
+      env.ws().push({ type: "error", id: env.ws().last().id, code: "unavailable", message: "Redis is down" });
+      await assert.rejects(down, { code: "unavailable" });
+    });
+  }
 
   test("errors that match nothing go to client.onError", async () => {
     const env = setup();
