@@ -7,7 +7,7 @@ serializers, prefetches and m2m joins are followed without declaring them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from typing import Any
@@ -19,7 +19,7 @@ from django.db.models import Model
 
 from .exceptions import ConfigurationError
 
-__all__ = ["capture_tables", "known_tables", "tables_for", "tables_of_model"]
+__all__ = ["capture_tables", "known_tables", "on_every_query", "tables_for", "tables_of_model"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
@@ -68,14 +68,25 @@ def capture_tables() -> Iterator[set[str]]:
     tables: set[str] = set()
     known = known_tables()
 
-    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    def record(sql: str) -> None:
         tables.update(name for name in _IDENTIFIER.findall(sql) if name in known)
+
+    with on_every_query(record):
+        yield tables
+
+
+@contextmanager
+def on_every_query(seen: Callable[[str], None]) -> Iterator[None]:
+    """Call ``seen(sql)`` for every query run inside the block, on any database."""
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen(sql)
         return execute(sql, params, many, context)
 
     with ExitStack() as stack:
         for alias in connections:
             stack.enter_context(connections[alias].execute_wrapper(record))
-        yield tables
+        yield
 
 
 def _clear(**kwargs: Any) -> None:

@@ -261,7 +261,7 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
     if rows & held:
         return True
     user = _user(spec)
-    found = probing.cached(oid, spec_json, user, lambda: _filtered(build_view(spec, user)))
+    found = probing.cached(oid, spec_json, user, lambda: probe_queryset(spec, user))
     if probing.run([(found, rows)]):
         return True
     pipe = client().pipeline(transaction=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, QuerySet
 
 from .conf import reactive_settings
+from .dependencies import on_every_query
 
 __all__ = ["PROBE_CHUNK", "Probe", "cached", "clear", "compile_probe", "run"]
 
@@ -150,7 +151,8 @@ def cached(
     entry = _cache.get(oid)
     if entry is not None and entry.key == key and entry.expires > now:
         return entry.probe
-    with _counting_queries() as ran:
+    ran: list[str] = []
+    with on_every_query(ran.append):
         probe = compile_probe(build())
     if ttl > 0 and not ran:
         if len(_cache) >= _MAX_CACHED:
@@ -183,20 +185,6 @@ def _user_state(user: AbstractBaseUser | AnonymousUser) -> str:
         return ""
     fields = cast(AbstractBaseUser, user)._meta.concrete_fields
     return repr([getattr(user, f.attname) for f in fields])
-
-
-@contextmanager
-def _counting_queries() -> Iterator[list[str]]:
-    ran: list[str] = []
-
-    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        ran.append(sql)
-        return execute(sql, params, many, context)
-
-    with ExitStack() as stack:
-        for alias in connections:
-            stack.enter_context(connections[alias].execute_wrapper(record))
-        yield ran
 
 
 def _clear_on_change(**kwargs: Any) -> None:
