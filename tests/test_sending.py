@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from rest_framework.test import APIClient
 
-from reactive_celery import signals
+from reactive_celery import sending, signals
 from reactive_celery.sending import Sender
 from reactive_celery.signals import notify
 from reactive_celery.store import observers
@@ -87,6 +87,20 @@ def test_commits_during_a_send_go_out_together_in_the_next():
     send.release.set()
     assert sender.flush(5)
     assert send.calls == [{"t": {"1"}}, {"t": {"2", "3"}, "u": None}]
+
+
+def test_the_first_commit_goes_at_once_and_a_stream_shares_the_next_send(monkeypatch):
+    monkeypatch.setattr(sending, "MIN_INTERVAL", 1.0)
+    send = Held()
+    sender = Sender(send, merge)
+    sender.submit({"t": {"0"}})
+    assert send.entered.wait(0.9)  # not held back by the interval
+    send.release.set()
+    assert sender.flush(5)
+    for pk in "12345":
+        sender.submit({"t": {pk}})
+    assert sender.flush(5)
+    assert send.calls == [{"t": {"0"}}, {"t": set("12345")}]
 
 
 def test_a_send_that_raises_is_logged_once_and_the_next_still_goes(caplog):
