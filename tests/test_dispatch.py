@@ -134,6 +134,7 @@ def test_an_evaluation_that_read_before_the_commit_and_finished_before_the_dispa
         transaction.on_commit(e_finishes)  # runs after the commit, before ours
         mover.position = 1
         mover.save()
+    signals.flush()
     assert locks.idle(oids[0]) is False  # probing: not idle until the dispatch decided
     assert sent(broker) == [(DISPATCH, TABLE)]
     run_dispatches(broker)
