@@ -88,6 +88,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a worker process reuses an observer's probe query (built by running its
     # view's get_queryset and filters) before building it anew; 0: build it every time.
     "PROBE_CACHE_SECONDS": 30,
+    # A commit hands what it wrote to a thread of its process, which asks Redis for the
+    # dependent observers and sends their tasks: the save never waits for either.
+    # False: the committing thread does both before the commit's caller goes on.
+    "SEND_IN_BACKGROUND": True,
 }
 
 #: The values CHANGE_SOURCE may take.
@@ -116,6 +120,9 @@ _POSITIVE_NUMBERS = (
 
 #: Numbers where 0 turns something off.
 _NON_NEGATIVE_NUMBERS = ("PROBE_CACHE_SECONDS",)
+
+#: True or False.
+_SWITCHES = ("PRECISE_INVALIDATION", "SEND_IN_BACKGROUND")
 
 #: Limits that count whole things: below 1 they would refuse everything.
 _COUNTS = (
@@ -150,11 +157,9 @@ def load_settings() -> tuple[dict[str, Any], list[str]]:
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             problems.append(f"REACTIVE_CELERY['{key}'] must be a number >= 0, got {value!r}.")
-    if not isinstance(values["PRECISE_INVALIDATION"], bool):
-        problems.append(
-            "REACTIVE_CELERY['PRECISE_INVALIDATION'] must be True or False, "
-            f"got {values['PRECISE_INVALIDATION']!r}."
-        )
+    for key in _SWITCHES:
+        if not isinstance(values[key], bool):
+            problems.append(f"REACTIVE_CELERY['{key}'] must be True or False, got {values[key]!r}.")
     for key in _COUNTS:
         if key in numbers and values[key] < 1:
             problems.append(

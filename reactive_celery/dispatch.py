@@ -14,7 +14,7 @@ a thousand. The dispatch then, in one task:
    evaluation under the lock decides, as it does for every other observer;
 4. an idle candidate whose stored result holds a pk is queued;
 5. the other idle candidates are probed together, one query
-   (``invalidation.probe``) as their users: matched ones are queued, the rest
+   (``probing.run``) as their users: matched ones are queued, the rest
    are left alone (``stats:skipped``);
 6. clears ``T``'s pending token, unless a later commit left another, and
    answers the clients that waited for it (``locks.sync``).

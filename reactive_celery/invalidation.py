@@ -4,10 +4,9 @@
                query be probed, and on which table; if not, the reason (kept in
                the store, shown by ``reactive_status``)
     affects    before an evaluation: whether the touched entries may change its result
-    probe      which of several filtered querysets contain any of some primary keys,
-               in one query (``probing``: UNION ALL of each tagged with its index)
     probe_queryset / users   what a table's dispatch (``dispatch``) probes all of its
-               observers with, as their users, in one query each
+               observers with, as their users, in one query (``probing``: a UNION
+               ALL of each probe tagged with its index)
 
 A table's dispatch decides for every idle precise observer of a commit at
 once (``dispatch.py``); ``affects`` decides under the lock for the others.
@@ -32,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -58,7 +57,6 @@ __all__ = [
     "affects",
     "build_view",
     "classify",
-    "probe",
     "probe_queryset",
     "record",
     "users",
@@ -168,15 +166,6 @@ def _unprobeable(spec: ObserverSpec, queryset: QuerySet[Any]) -> str:
     if spec.primary_key not in ("pk", pk.name, pk.attname):
         return f"primary_key {spec.primary_key!r} is not the model's primary key"
     return ""
-
-
-def probe(querysets: Sequence[tuple[QuerySet[Any], Collection[Any]]]) -> set[int]:
-    """Indexes of the querysets that contain any of their primary keys.
-
-    One UNION ALL query per ``probing.PROBE_CHUNK`` querysets of a database (one
-    in all for fewer); each must be unsliced and uncombined.
-    """
-    return probing.run([(probing.compile_probe(qs), pks) for qs, pks in querysets])
 
 
 def _load(oid: str) -> tuple[str | None, str | None, str | None]:

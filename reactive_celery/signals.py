@@ -13,6 +13,12 @@ script pends the keys for one ``dispatch`` task of that table, which probes
 them all in one query (``dispatch.py``). A commit then costs one script
 however many such observers there are.
 
+Who runs that script: with ``SEND_IN_BACKGROUND``, a commit made outside a
+request (a task, a command, a script) hands its writes to this process's
+sender thread (``sending.py``) and its caller goes on at once; a request's
+commits run it before the request answers, so a client's ``sync`` after the
+response finds its write. ``flush()`` waits for the sender.
+
 The write is committed whatever happens next, so a commit whose enqueue fails
 (Redis or the broker unreachable) is not lost: its tables (and observers
 marked queued but not sent) stay in this process and are retried after
@@ -35,6 +41,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from django.core.signals import request_finished, request_started
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
 from django.db.models.signals import (
@@ -48,10 +55,19 @@ from django.db.models.signals import (
 from . import metrics
 from .conf import reactive_settings
 from .dependencies import tables_for, tables_of_model
+from .sending import Sender
 from .store import locks, probes
 from .tasks import enqueue_dispatch, enqueue_evaluation
 
-__all__ = ["RETRY_DELAYS", "connect", "disconnect", "enqueue_dependents", "mark", "notify"]
+__all__ = [
+    "RETRY_DELAYS",
+    "connect",
+    "disconnect",
+    "enqueue_dependents",
+    "flush",
+    "mark",
+    "notify",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +111,12 @@ class _PendingTables:
 
     def __call__(self) -> None:
         written, self.pks = self.pks, {}
-        enqueue_dependents(
-            set(written), {table: rows for table, rows in written.items() if rows is not None}
-        )
+        # A request's commits are sent before it answers: a client that calls sync()
+        # after its write's response must find the write already pending in Redis.
+        if reactive_settings.SEND_IN_BACKGROUND and not getattr(_request, "active", False):
+            _sender.submit(written)
+        else:
+            _send(written, time.time())
 
 
 class _Retry:
@@ -187,6 +206,40 @@ class _Retry:
 _retry = _Retry()
 
 
+def _send(written: Mapping[str, Collection[str] | None], committed: float) -> None:
+    enqueue_dependents(
+        set(written),
+        {table: rows for table, rows in written.items() if rows is not None},
+        committed=committed,
+    )
+
+
+_sender = Sender(_send, _merge)
+
+#: Whether this thread handles a request (Django runs a sync view, and its ASGI
+#: request signals, on one thread per request).
+_request = threading.local()
+
+
+def _request_started(**kwargs: Any) -> None:
+    _request.active = True
+
+
+def _request_finished(**kwargs: Any) -> None:
+    _request.active = False
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until this process has sent what its commits so far wrote.
+
+    With ``SEND_IN_BACKGROUND`` a commit hands its writes to a thread and
+    returns; call this where the next step needs them sent (a test asserting
+    on the broker, a script about to ``os._exit``). False if ``timeout``
+    seconds passed first. A clean exit and a Celery pool process's exit do it.
+    """
+    return _sender.flush(timeout)
+
+
 class _Migrating:
     """Whether ``migrate`` runs in this process: its first pre_migrate to its last post_migrate.
 
@@ -228,18 +281,21 @@ if hasattr(os, "register_at_fork"):
 
 
 def enqueue_dependents(
-    tables: set[str], pks: Mapping[str, Collection[str]] | None = None
+    tables: set[str],
+    pks: Mapping[str, Collection[str]] | None = None,
+    committed: float | None = None,
 ) -> list[str]:
     """Queue one evaluation for each observer of ``tables`` not already queued.
 
     Called on commit. ``pks``: the primary keys written, for the tables whose
     rows are known (the others changed whole). Idle precise observers of such a
     table go to its dispatch instead (one task for all). Tables and observers a
-    failed call left behind go along, as whole tables. Returns the observers sent.
+    failed call left behind go along, as whole tables. ``committed``: when the
+    first of these writes committed (default: now). Returns the observers sent.
     """
     tables, observers, whole, dispatches = _retry.take(tables)
     pks = {t: rows for t, rows in (pks or {}).items() if t not in whole}
-    now = time.time()
+    now = time.time() if committed is None else committed
     # One token per commit: a dispatch clears its table's pending token only if it took it.
     token = probes.token(now) if reactive_settings.PRECISE_INVALIDATION else ""
     stamp = f"{now:.6f}" if metrics.enabled() else ""
@@ -324,6 +380,8 @@ def connect() -> None:
     m2m_changed.connect(_on_m2m_changed, dispatch_uid="reactive_celery.m2m_changed")
     pre_migrate.connect(_migrating.started, dispatch_uid="reactive_celery.pre_migrate")
     post_migrate.connect(_migrating.finished, dispatch_uid="reactive_celery.post_migrate")
+    request_started.connect(_request_started, dispatch_uid="reactive_celery.request_started")
+    request_finished.connect(_request_finished, dispatch_uid="reactive_celery.request_finished")
 
 
 def disconnect() -> None:
@@ -333,3 +391,5 @@ def disconnect() -> None:
     m2m_changed.disconnect(dispatch_uid="reactive_celery.m2m_changed")
     pre_migrate.disconnect(dispatch_uid="reactive_celery.pre_migrate")
     post_migrate.disconnect(dispatch_uid="reactive_celery.post_migrate")
+    request_started.disconnect(dispatch_uid="reactive_celery.request_started")
+    request_finished.disconnect(dispatch_uid="reactive_celery.request_finished")

@@ -6,16 +6,22 @@ connection for many tasks, and nothing in a worker calls Django's
 fail every evaluation until Celery recycles it. Before each task this does the
 part of that check which suits a worker: drop a connection that failed and is
 no longer usable, and let ``CONN_HEALTH_CHECKS`` test it again on first use.
+
+A pool process leaves through ``os._exit``, past ``atexit``: before it does,
+what its tasks' commits handed to the sender thread is sent (``signals.flush``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_shutdown
 from django.db import connections
 
-__all__ = ["check_connections", "connect"]
+from . import signals
+from .sending import EXIT_FLUSH_SECONDS
+
+__all__ = ["check_connections", "connect", "send_before_exit"]
 
 
 def check_connections(**kwargs: Any) -> None:
@@ -34,6 +40,12 @@ def check_connections(**kwargs: Any) -> None:
             conn.errors_occurred = False
 
 
+def send_before_exit(**kwargs: Any) -> None:
+    """Called in a pool process about to exit: send what its commits left to the sender."""
+    signals.flush(EXIT_FLUSH_SECONDS)
+
+
 def connect() -> None:
     """Called from ``AppConfig.ready``; connected once however often it is called."""
     task_prerun.connect(check_connections, dispatch_uid="reactive_celery.worker")
+    worker_process_shutdown.connect(send_before_exit, dispatch_uid="reactive_celery.worker")

@@ -40,8 +40,11 @@ def watched(transactional_db):
 @pytest.fixture
 def store_redis():
     """The Redis database holding reactive state, flushed after the test."""
+    from reactive_celery import signals
+
     client = redis.Redis.from_url(settings.REACTIVE_CELERY["REDIS_URL"], decode_responses=True)
     yield client
+    signals.flush(10)  # nothing the test committed may land after the flush
     client.flushdb()
     client.close()
 
@@ -81,7 +84,13 @@ class Broker:
         self.redis = client
 
     def messages(self, queue: str = UNCONSUMED) -> list[dict]:
-        """The task messages waiting in ``queue``, oldest first, bodies decoded."""
+        """The task messages waiting in ``queue``, oldest first, bodies decoded.
+
+        What this process's commits handed to the sender thread is sent first.
+        """
+        from reactive_celery import signals
+
+        assert signals.flush(10), "the sender thread did not finish within 10 s"
         found = []
         for raw in reversed(self.redis.lrange(queue, 0, -1)):  # kombu LPUSHes, workers BRPOP
             message = json.loads(raw)
@@ -170,10 +179,11 @@ def no_cached_probes():
 
 @pytest.fixture(autouse=True)
 def no_retry_left_behind():
-    """An enqueue retry pending in this process must not fire into the next test."""
+    """Sends and enqueue retries pending in this process must not fire into the next test."""
     yield
     from reactive_celery import signals
 
+    signals.flush(10)
     retry = signals._retry
     if retry.timer is not None:
         retry.timer.cancel()

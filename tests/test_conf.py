@@ -97,14 +97,16 @@ def test_change_source_is_signals_or_triggers():
         assert reactive_settings.CHANGE_SOURCE == "triggers"
 
 
+@pytest.mark.parametrize("key", ["PRECISE_INVALIDATION", "SEND_IN_BACKGROUND"])
 @pytest.mark.parametrize("value", [1, "yes", None])
-def test_precise_invalidation_must_be_a_bool(value):
+def test_switches_must_be_a_bool(key, value):
     with (
-        override_settings(REACTIVE_CELERY={"PRECISE_INVALIDATION": value}),
-        pytest.raises(ConfigurationError, match="PRECISE_INVALIDATION"),
+        override_settings(REACTIVE_CELERY={key: value}),
+        pytest.raises(ConfigurationError, match=rf"{key}'\] must be True or False, got"),
     ):
-        _ = reactive_settings.PRECISE_INVALIDATION
+        getattr(reactive_settings, key)
 
 
-def test_precise_invalidation_is_on_by_default():
-    assert reactive_settings.PRECISE_INVALIDATION is True
+@pytest.mark.parametrize("key", ["PRECISE_INVALIDATION", "SEND_IN_BACKGROUND"])
+def test_switches_are_on_by_default(key):
+    assert getattr(reactive_settings, key) is True

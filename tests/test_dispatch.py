@@ -134,6 +134,7 @@ def test_an_evaluation_that_read_before_the_commit_and_finished_before_the_dispa
         transaction.on_commit(e_finishes)  # runs after the commit, before ours
         mover.position = 1
         mover.save()
+    signals.flush()
     assert locks.idle(oids[0]) is False  # probing: not idle until the dispatch decided
     assert sent(broker) == [(DISPATCH, TABLE)]
     run_dispatches(broker)
@@ -175,6 +176,7 @@ def test_a_commit_during_the_dispatch_keeps_the_observers_pending_for_the_next(
     (message,) = broker.messages()
     broker.redis.delete("reactive-unconsumed")
     tasks.dispatch(*message["args"])
+    signals.flush()
     monkeypatch.setattr(dispatch, "decide", real_decide)
     # The first dispatch dropped both for "first" but left "second"'s token to the next.
     assert [locks.idle(oid) for oid in oids] == [False, False]
@@ -190,6 +192,7 @@ def test_a_client_waiting_on_sync_hears_the_dispatch_release_it(store_redis, bro
     (oid,) = groups(1)
     listener.join(broadcast.group_name(oid))
     Item.objects.create(name="elsewhere", position=7)
+    signals.flush()  # outside a request the commit's sender thread pends it
     assert locks.sync(oid) is None  # waits for the dispatch
     run_dispatches(broker)
     version = observers.load(oid).version
@@ -321,6 +324,7 @@ def test_a_tables_one_precise_observer_skips_the_dispatch_and_decides_itself(
     broker.redis.delete("reactive-unconsumed")
     before = round_trips()
     Item.objects.create(name="elsewhere", position=7)
+    signals.flush()
     # The lookup, then its touch-and-queue, then the one evaluate task: no dispatch.
     assert round_trips() - before == 2
     assert sent(broker) == [(EVALUATE, oid)]
@@ -354,6 +358,7 @@ def test_a_commit_stamps_what_it_queues_in_the_same_script(store_redis, broker, 
     run_queued(broker)
     before = round_trips()
     notify(Item)
+    signals.flush()
     assert round_trips() - before == 2  # dependents, touch-and-queue with the stamps
     assert store_redis.exists(*(keys.committed(oid) for oid in oids)) == 3
 

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
+from django.db.models import Count
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -19,7 +20,7 @@ from reactive_celery.store import observers
 from tests.specs import spec_for
 from tests.test_dispatch import groups, run_dispatches, subscribed
 from tests.test_invalidation import changed, evaluations, run_queued
-from tests.testapp.models import Item
+from tests.testapp.models import Category, Item, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -182,3 +183,47 @@ def test_a_settings_change_forgets_the_cached_probes():
     assert probing._cache
     with probe_cache(10):
         assert not probing._cache
+
+
+def probe(querysets):
+    """Indexes of the querysets holding any of their keys, as ``run`` answers for probes."""
+    return probing.run([(probing.compile_probe(qs), pks) for qs, pks in querysets])
+
+
+def test_probe_answers_for_many_querysets_in_one_query(django_assert_num_queries):
+    a = Item.objects.create(name="a", position=1)
+    b = Item.objects.create(name="b", position=2)
+    querysets = [
+        (Item.objects.filter(position=1), [a.pk]),
+        (Item.objects.filter(position=1), [b.pk]),
+        (Item.objects.filter(position=2), [a.pk, b.pk]),
+        (Item.objects.all(), [a.pk]),
+    ]
+    with django_assert_num_queries(1):
+        assert probe(querysets) == {0, 2, 3}
+
+
+def test_probe_takes_joins_aggregates_distinct_and_excludes(django_assert_num_queries):
+    food = Category.objects.create(name="food")
+    tag = Tag.objects.create(name="t")
+    a = Item.objects.create(name="a", position=1, category=food)
+    b = Item.objects.create(name="b", position=2)
+    b.tags.add(tag)
+    querysets = [
+        (Item.objects.filter(category__name="food"), [a.pk, b.pk]),
+        (Item.objects.annotate(n=Count("tags")).filter(n__gt=0), [a.pk]),
+        (Item.objects.annotate(n=Count("tags")).filter(n__gt=0), [b.pk]),
+        (Item.objects.filter(tags__name="t").distinct(), [a.pk, b.pk]),
+        (Item.objects.exclude(name__startswith="a%"), [str(a.pk)]),  # a literal %, a str pk
+        (Item.objects.none(), [a.pk]),
+    ]
+    with django_assert_num_queries(1):
+        assert probe(querysets) == {0, 2, 3, 4}
+
+
+def test_probe_chunks_past_the_compound_select_limit(monkeypatch, django_assert_num_queries):
+    a = Item.objects.create(name="a", position=1)
+    monkeypatch.setattr(probing, "PROBE_CHUNK", 2)
+    querysets = [(Item.objects.filter(position=n % 2), [a.pk]) for n in range(5)]
+    with django_assert_num_queries(3):
+        assert probe(querysets) == {1, 3}

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from django.apps import apps
 
-from ..signals import notify
+from ..signals import flush, notify
 from .triggers import CHANNEL, LOG_TABLE, postgres_connection
 
 __all__ = [
@@ -85,6 +85,8 @@ def drain(conn: psycopg.Connection[Any], on_change: Feed = feed) -> int:
             ).fetchall()
             for table, pks in _merged(rows).items():
                 on_change(table, _typed(table, pks))
+            # notify() hands the sends to a thread: they leave before the delete commits.
+            flush()
         total += len(rows)
         if len(rows) < BATCH:
             return total

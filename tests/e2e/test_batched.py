@@ -178,7 +178,9 @@ def test_sync_tells_a_client_when_its_own_write_has_arrived(live):
         "observer": answer["observer"],
         "version": answer["version"],
     }
-    Item.objects.create(name="mine")  # committed: its evaluation is queued now
+    # Its own write, through the server: the response comes after its commit was sent
+    # (a write outside a request is sent by its process's sender thread, a moment later).
+    assert live.http().post("/api/items/", json={"name": "mine"}).status_code == 201
     first = sock.request({"type": "sync", "observer": answer["observer"]})
     frames = [first] if first["type"] == "synced" else [first, *sock.pushed]
     while not any(f["type"] == "synced" for f in frames):

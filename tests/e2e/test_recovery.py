@@ -87,6 +87,7 @@ def test_a_commit_while_redis_is_unreachable_is_retried_until_it_is_back(live, c
     with caplog.at_level(logging.ERROR, logger="reactive_celery"):
         with override_settings(REACTIVE_CELERY=unreachable):
             Item.objects.create(name="committed while redis was away")
+            signals.flush(10)  # its send runs with these settings
             # The timer's first retry (after 1 s) fails too, against the same closed port.
             wait_until(lambda: len(failures(caplog)) >= 2, timeout=10)
         frame = sock.recv(timeout=15)
@@ -110,6 +111,7 @@ def test_a_failed_commit_goes_with_the_next_commit(live, monkeypatch):
 
     with override_settings(REACTIVE_CELERY={**live_settings(), "REDIS_URL": DEAD}):
         Item.objects.create(name="committed while redis was away")
+        signals.flush(10)  # its send runs with these settings
     assert signals._retry.tables == {"testapp_item"}
     with pytest.raises(TimeoutError):
         sock.recv(timeout=1)
@@ -127,6 +129,7 @@ def test_observers_queued_while_the_broker_is_unreachable_are_sent_when_it_is_ba
 
     with caplog.at_level(logging.ERROR, logger="reactive_celery"), broker_unreachable():
         Item.objects.create(name="committed while the broker was away")
+        signals.flush(10)  # its send runs with these settings
         # Redis answered: the observer is marked queued, its task owed.
         assert live.redis.exists(f"rc:queued:{oid}")
         assert signals._retry.observers == [oid]

@@ -10,9 +10,13 @@ from io import StringIO
 import psycopg
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections as db_connections
 
+from reactive_celery import signals
 from reactive_celery.pg import listener as listen
 from reactive_celery.pg import triggers
+from reactive_celery.store import observers
+from tests.conftest import UNCONSUMED
 from tests.testapp.models import Item, Tag
 
 pytestmark = [pytest.mark.postgres]
@@ -79,6 +83,33 @@ def test_a_drain_that_fails_leaves_its_rows_for_the_next(watched):
         seen = Recorder()
         assert listen.drain(conn, seen) == 1
     assert [table for table, _ in seen.calls] == ["testapp_item"]
+
+
+def test_a_drain_commits_only_after_notify_sent_what_it_fed(
+    watched, monkeypatch, store_redis, broker
+):
+    observers.save(
+        "reads-items", spec="{}", items=[], meta={}, version=1, tables=["testapp_item"], creator=""
+    )
+    Item.objects.create(name="fed")
+    release, real = threading.Event(), signals._sender._send
+    monkeypatch.setattr(signals._sender, "_send", lambda w, c: (release.wait(10), real(w, c)))
+    with listen.connect() as conn:
+
+        def drain():
+            listen.drain(conn)
+            db_connections.close_all()  # notify() opened this thread's own
+
+        draining = threading.Thread(target=drain)
+        draining.start()
+        draining.join(0.3)
+        # Killed now, the listener would leave the row to the next drain: not yet deleted.
+        assert draining.is_alive() and log_count() == 1
+        assert broker.redis.llen(UNCONSUMED) == 0
+        release.set()
+        draining.join(10)
+    assert log_count() == 0
+    assert [m["args"][0] for m in broker.messages()] == ["reads-items"]
 
 
 def test_two_listeners_never_feed_the_same_row(watched):

@@ -91,6 +91,31 @@ def test_read_tells_busy_from_idle_and_gives_the_stored_result(store_redis):
     assert found["gone"].spec == ""
 
 
+def test_read_answers_in_order_past_one_chunk(store_redis, monkeypatch):
+    monkeypatch.setattr(probes, "READ_CHUNK", 2)
+    for oid in ("a", "b", "c", "d"):
+        saved(oid)
+    assert locks.queue(["c"]) == ["c"]
+    found = probes.read(["a", "gone", "c", "b", "d"])
+    assert [(c.oid, c.busy, bool(c.spec)) for c in found] == [
+        ("a", False, True),
+        ("gone", False, False),
+        ("c", True, True),
+        ("b", False, True),
+        ("d", False, True),
+    ]
+
+
+def test_read_of_many_is_one_round_trip_on_one_server(store_redis, round_trips):
+    oids = [f"o{n}" for n in range(100)]
+    for oid in oids:
+        saved(oid)
+    probes.read(oids)  # loads the script, once a process
+    before = round_trips()
+    assert len(probes.read(oids)) == 100
+    assert round_trips() - before == 1
+
+
 def test_until_the_dispatch_releases_its_table_no_precise_observer_is_caught_up(store_redis):
     saved("waited")
     saved("busy")
