@@ -168,6 +168,20 @@ def test_evaluations_do_not_spend_the_users_request_quota(live):
         assert frame["added"][-1]["item"]["name"] == name
 
 
+def _has_synced(frames: list[dict]) -> bool:
+    return any(f["type"] == "synced" for f in frames)
+
+
+def _diff_of(frames: list[dict], name: str) -> dict | None:
+    """The diff frame that added the item called ``name``, if it arrived."""
+    for frame in frames:
+        if frame["type"] == "diff" and any(
+            row["item"]["name"] == name for row in frame.get("added") or []
+        ):
+            return frame
+    return None
+
+
 def test_sync_tells_a_client_when_its_own_write_has_arrived(live):
     sock = live.batched()
     answer = sock.subscribe("/api/items/")
@@ -182,14 +196,31 @@ def test_sync_tells_a_client_when_its_own_write_has_arrived(live):
     # (a write outside a request is sent by its process's sender thread, a moment later).
     assert live.http().post("/api/items/", json={"name": "mine"}).status_code == 201
     first = sock.request({"type": "sync", "observer": answer["observer"]})
-    frames = [first] if first["type"] == "synced" else [first, *sock.pushed]
-    while not any(f["type"] == "synced" for f in frames):
+    # The evaluation may have finished before the sync: its diff is then among the pushes.
+    frames = [*sock.pushed, first]
+    sock.pushed.clear()
+    while not (_has_synced(frames) and _diff_of(frames, "mine")):
         frames.append(sock.recv())
-    diffs = [f for f in frames if f["type"] == "diff"]
+    diff = _diff_of(frames, "mine")
+    assert diff is not None
     synced = next(f for f in frames if f["type"] == "synced")
-    # The diff of the write comes first; "synced" names the version that holds it.
-    assert diffs and diffs[-1]["added"][-1]["item"]["name"] == "mine"
-    assert synced["version"] == diffs[-1]["version"]
-    assert frames.index(diffs[-1]) < frames.index(synced)
+    # "synced" names the version that holds the write, never the one before it.
+    assert synced["version"] == diff["version"] > answer["version"]
+    if first["type"] == "sync_pending":
+        # Announced after the evaluation pushed its diff, through the same group.
+        assert frames.index(diff) < frames.index(synced)
     refused = sock.request({"type": "sync", "observer": "f" * 64})
     assert (refused["type"], refused["code"]) == ("error", "not_subscribed")
+
+
+def test_sync_after_the_diff_arrived_answers_at_once(live):
+    sock = live.batched()
+    answer = sock.subscribe("/api/items/")
+    assert live.http().post("/api/items/", json={"name": "seen"}).status_code == 201
+    frames: list[dict] = []
+    while not _diff_of(frames, "seen"):
+        frames.append(sock.recv())
+    diff = _diff_of(frames, "seen")
+    assert diff is not None
+    settled = sock.request({"type": "sync", "observer": answer["observer"]})
+    assert (settled["type"], settled["version"]) == ("synced", diff["version"])
