@@ -225,8 +225,35 @@ def asgi_command(py: str, port: int) -> list[str]:
     return command + ["--log-level", "warning", "--no-access-log"]
 
 
+#: Worker layouts the benchmark can run (the suite's ``--worker``): ``prefork`` (Celery's
+#: defaults), ``tuned`` (docs/deployment.md's command for latency) or ``solo`` (that
+#: command's flags, one ``-P solo`` process per core: no pool process between the
+#: broker and the evaluation).
+WORKER_LAYOUTS = ("prefork", "tuned", "solo")
+_LATENCY_FLAGS = ["--prefetch-multiplier=1", "--without-gossip", "--without-mingle"]
+
+
+def worker_commands(
+    py: str, layout: str, concurrency: int, name: str
+) -> list[tuple[str, list[str]]]:
+    """(role, command line) of each worker process of ``layout``."""
+    if layout not in WORKER_LAYOUTS:
+        raise ValueError(f"worker layout {layout!r}: use one of {', '.join(WORKER_LAYOUTS)}.")
+    base = [py, "-m", "celery", "-A", "benchproject", "worker", "--loglevel=INFO"]
+    if layout == "solo":
+        return [
+            (f"worker-{index}", [*base, "-P", "solo", "-n", f"{name}-{index}@%h", *_LATENCY_FLAGS])
+            for index in range(1, concurrency + 1)
+        ]
+    command = [*base, "-P", "prefork", "-c", str(concurrency), "-n", f"{name}@%h"]
+    if layout == "tuned":
+        command += ["-O", "fair", *_LATENCY_FLAGS]
+    return [("worker", command)]
+
+
 class Deployment:
-    """Redis, a fresh database, uvicorn, ``celery worker -P prefork -c 2`` and ``celery beat``."""
+    """Redis, a fresh database, uvicorn, ``celery worker -P prefork -c 2`` (or the
+    ``worker`` layout asked for) and ``celery beat``."""
 
     def __init__(
         self,
@@ -234,8 +261,10 @@ class Deployment:
         database: str = "sqlite",
         pg: PostgresCluster | None = None,
         concurrency: int = 2,
+        worker: str = "prefork",
     ) -> None:
         self.source = Path(source)
+        self.worker = worker
         self.database = database
         self.pg = pg
         self.concurrency = concurrency
@@ -301,14 +330,16 @@ class Deployment:
         self._spawn(
             "uvicorn", asgi_command(py, self.port), BENCH_CONN_MAX_AGE="0", BENCH_PG_POOL=pool
         )
-        worker = [py, "-m", "celery", "-A", "benchproject", "worker", "-P", "prefork"]
-        worker += ["-c", str(self.concurrency), "-n", f"bench-{self.port}@%h", "--loglevel=INFO"]
-        self._spawn("worker", worker)
+        for role, command in worker_commands(
+            py, self.worker, self.concurrency, f"bench-{self.port}"
+        ):
+            self._spawn(role, command)
         beat = [py, "-m", "celery", "-A", "benchproject", "beat", "--loglevel=INFO"]
         beat += ["-s", str(self.dir / "beat-schedule")]
         self._spawn("beat", beat)
         _wait_for_port(self.port, self.children["uvicorn"])
-        self.children["worker"].wait_for_output(" ready.")
+        for role in self._workers():
+            self.children[role].wait_for_output(" ready.")
         self.children["beat"].wait_for_output("beat: Starting...")
 
     def _spawn(self, name: str, args: list[str], **extra: str) -> None:
@@ -319,13 +350,16 @@ class Deployment:
             # The logs go with the temp dir: show why before they do.
             for child in self.children.values():
                 print(f"--- {child.name} log (tail) ---\n{child.tail(2000)}", file=sys.stderr)
-        for name in ("uvicorn", "beat", "worker", "redis"):
+        for name in ("uvicorn", "beat", *self._workers(), "redis"):
             if name in self.children:
                 self.children[name].stop()
         if self._pg_name and self.pg:
             self.pg.drop_database(self._pg_name)
             self._pg_name = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _workers(self) -> list[str]:
+        return [name for name in self.children if name.startswith("worker")]
 
     # --- management commands (the only way in besides HTTP and WebSocket) ---------
 
@@ -371,7 +405,7 @@ class Deployment:
     def processes(self) -> dict[str, psutil.Process]:
         """Role -> process: uvicorn, worker, each pool child, beat, redis, postgres (postmaster)."""
         found: dict[str, psutil.Process] = {}
-        for name in ("uvicorn", "worker", "beat", "redis"):
+        for name in ("uvicorn", *self._workers(), "beat", "redis"):
             child = self.children.get(name)
             if child and child.popen.poll() is None:
                 found[name] = psutil.Process(child.popen.pid)

@@ -6,12 +6,13 @@
     nox -s bench -- suite --scenario c --runs 3
 
 Each (run, scenario, revision) gets a fresh deployment (tests/benchmarks/deployment.py):
-its own Redis, database, uvicorn, ``celery worker -P prefork -c 2`` and
-``celery beat``. The harness speaks HTTP and WebSocket to it and reads
+its own Redis, database, uvicorn, ``celery worker -P prefork -c 2`` (``--worker``
+picks another layout) and ``celery beat``. The harness speaks HTTP and WebSocket to it and reads
 counters through ``manage.py reactive_status --json``, so any revision can be
 measured: ``--compare REF`` exports REF's ``reactive_celery/`` (``git
 archive``) into a temp dir and runs a second deployment from there, while the
-load client and the benchmark project stay the current ones. Revisions
+load client and the benchmark project stay the current ones; ``--compare-worker
+LAYOUT`` instead runs the current revision twice, the second time with LAYOUT. Revisions
 alternate their order from run to run so drift on a shared machine hits both.
 
 Writes ``bench-<database>.json``, ``bench-<database>.md`` and
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .deployment import ROOT, Deployment, PostgresCluster
+from .deployment import ROOT, WORKER_LAYOUTS, Deployment, PostgresCluster
 from .report import median_of, plot_latency, ratios, render_markdown
 from .scenarios import run_scenario
 
@@ -93,20 +94,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--protocol", choices=["seed", "batched"], default="seed")
     parser.add_argument("--saves", type=int, default=2000, help="timed saves in scenario f")
     parser.add_argument(
+        "--worker", choices=WORKER_LAYOUTS, default="prefork", help="the Celery worker layout"
+    )
+    parser.add_argument(
+        "--compare-worker",
+        metavar="LAYOUT",
+        choices=WORKER_LAYOUTS,
+        help="instead of another revision, run the current one with this worker layout too",
+    )
+    parser.add_argument(
         "--scale", type=float, default=1.0, help="fewer sockets and writes, for a quick try"
     )
     args = parser.parse_args(argv)
+    if args.compare and args.compare_worker:
+        parser.error("--compare and --compare-worker each name the second side: pick one")
     host = machine()
 
     head = _git("rev-parse", "--short", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--", "reactive_celery"))
-    revisions = {"current": {"path": ROOT, "commit": head + (" + uncommitted" if dirty else "")}}
+    commit = head + (" + uncommitted" if dirty else "")
+    revisions = {"current": {"path": ROOT, "commit": commit, "worker": args.worker}}
+    if args.compare_worker:
+        revisions[f"worker {args.compare_worker}"] = {
+            "path": ROOT,
+            "commit": commit,
+            "worker": args.compare_worker,
+        }
     stack = contextlib.ExitStack()
     with stack:
         if args.compare:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ref-")))
             path, commit = export_revision(args.compare, tmp)
-            revisions[args.compare] = {"path": path, "commit": commit[:12]}
+            revisions[args.compare] = {"path": path, "commit": commit[:12], "worker": args.worker}
         pg = stack.enter_context(PostgresCluster()) if args.database == "postgres" else None
         labels = list(revisions)
         runs: dict[str, dict[str, list]] = {
@@ -121,7 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
                     rev = revisions[label]
                     started = time.monotonic()
                     try:
-                        with Deployment(rev["path"], args.database, pg) as dep:
+                        with Deployment(
+                            rev["path"], args.database, pg, worker=rev["worker"]
+                        ) as dep:
                             rev.setdefault("package", dep.package_path())
                             result = run_scenario(
                                 dep, scenario, args.protocol, args.scale, args.saves
