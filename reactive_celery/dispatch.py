@@ -17,7 +17,8 @@ a thousand. The dispatch then, in one task:
    (``probing.run``) as their users: matched ones are queued, the rest
    are left alone (``stats:skipped``);
 6. clears ``T``'s pending token, unless a later commit left another, and
-   answers the clients that waited for it (``locks.sync``).
+   answers the clients that waited for it (``locks.sync``);
+7. evaluates the first queued observer itself (the others were sent tasks).
 
 Queued ones get ``T:*`` (decided: the evaluation need not probe again), busy
 ones ``T:<pk>``.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,21 +77,32 @@ class Decision:
     probed: int = 0
 
 
-def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
+def dispatch(
+    table: str,
+    requeue: Callable[[str], None],
+    task: str,
+    evaluate_here: Callable[[str], None] | None = None,
+) -> Decision:
     """Called by the ``dispatch`` task: decide for everything pended for ``table``.
 
     ``requeue(oid)`` sends one evaluate task (``tasks.enqueue_evaluation``);
     ``task``: the task's id, under which what it takes is kept until it is done,
     so a redelivery after its worker died decides the same observers.
+    ``evaluate_here(oid)``: evaluates one queued observer in this task, once the
+    dispatch is done, instead of sending it (see ``_one_to_evaluate_here``).
     """
+    started = time.monotonic()
     taken = probes.take(table, task)
     if not taken.pks:
         probes.release(table, task, taken.last, skipped=0, queries=0, decided=False)
         return Decision()  # an earlier dispatch took what this one was sent for
     decision = decide(table, taken.pks, taken.candidates)
     stamp = taken.first.partition("-")[0] if metrics.enabled() else ""
-    for oid in locks.touch(decision.owed, stamp=stamp):
-        requeue(oid)
+    queued = locks.touch(decision.owed, stamp=stamp)
+    here = _one_to_evaluate_here(queued, started) if evaluate_here else None
+    for oid in queued:
+        if oid != here:
+            requeue(oid)
     waited = probes.release(
         table,
         task,
@@ -107,7 +120,26 @@ def dispatch(table: str, requeue: Callable[[str], None], task: str) -> Decision:
                 for oid, version in synced
             ]
         )
+    if here and evaluate_here:
+        evaluate_here(here)
     return decision
+
+
+def _one_to_evaluate_here(queued: list[str], started: float) -> str | None:
+    """The queued observer this dispatch evaluates itself, if any.
+
+    Most writes concern one observer: sending it a task would cost a publish and
+    a trip through the broker to the next free process, while this one is free
+    the moment it is done. It is marked queued like the others, so ``sync`` and
+    subscribes wait for it; if this worker dies in it, the sweep requeues it as
+    it does any evaluation killed with its worker. Only while the dispatch has
+    used little of the time limit the evaluation shares with it.
+    """
+    if not queued:
+        return None
+    if time.monotonic() - started > reactive_settings.EVALUATION_TIME_LIMIT / 4:
+        return None
+    return queued[0]
 
 
 def decide(table: str, pks: set[str], oids: list[str]) -> Decision:

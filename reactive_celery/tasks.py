@@ -2,7 +2,8 @@
 
     reactive_celery.evaluate   evaluate one observer (sent on commit, by poll, by retries)
     reactive_celery.dispatch   sent on commit, one per table at a time: probe its idle precise
-                               observers together, evaluate those the write concerns
+                               observers together, evaluate those the write concerns (the
+                               first in the same task, the others sent as evaluate tasks)
     reactive_celery.poll       sent by beat every second: enqueue due polling observers
     reactive_celery.sweep      sent by beat every SWEEP_INTERVAL: remove what dead sockets left,
                                requeue observers whose evaluation died with its worker
@@ -83,7 +84,13 @@ def dispatch(self: Task[Any, Any], table: str) -> None:
     """Decide for the observers commits left to ``table``'s probe dispatch (``dispatch``)."""
     # Called directly (not as a task) it has no id: what it takes is its own anyway.
     task = self.request.id or uuid.uuid4().hex
-    probe_dispatch.dispatch(table, requeue=enqueue_evaluation, task=task)
+    probe_dispatch.dispatch(
+        table, requeue=enqueue_evaluation, task=task, evaluate_here=_evaluate_after_dispatch
+    )
+
+
+def _evaluate_after_dispatch(oid: str) -> None:
+    observer.refresh(oid, retry=False, requeue=enqueue_evaluation)
 
 
 @shared_task(name="reactive_celery.poll", ignore_result=True, serializer="json")

@@ -49,13 +49,15 @@ def sent(broker) -> list[tuple[str, str]]:
 
 
 def run_dispatches(broker) -> list[str]:
-    """Run the waiting dispatch tasks (only them) in-process; return the SQL they ran."""
+    """Run the waiting dispatches (only them) in-process; return the SQL they ran."""
     waiting = broker.messages()
     broker.redis.delete("reactive-unconsumed")
     with CaptureQueriesContext(connection) as queries:
         for message in waiting:
             if message["headers"]["task"] == DISPATCH:
-                tasks.dispatch(*message["args"])
+                # As the task does, but sending every evaluation: what was decided shows.
+                table, task = message["args"][0], message["headers"]["id"]
+                dispatch.dispatch(table, requeue=tasks.enqueue_evaluation, task=task)
     for message in waiting:  # the evaluations go back behind the dispatch's own
         if message["headers"]["task"] != DISPATCH:
             observer.refresh(message["args"][0], retry=False, requeue=lambda *a, **k: None)
@@ -110,6 +112,64 @@ def test_writes_before_the_dispatch_runs_coalesce_into_one(store_redis, broker):
     assert len(run_dispatches(broker)) == 1
     run_queued(broker)
     assert changed(oids, before) == [0, 1, 1, 0]
+
+
+def run_dispatch_task(broker) -> None:
+    """Run the one waiting dispatch as its worker would: the task itself."""
+    (message,) = broker.messages()
+    assert message["headers"]["task"] == DISPATCH
+    broker.redis.delete("reactive-unconsumed")
+    tasks.dispatch(*message["args"])
+
+
+def test_the_dispatch_task_evaluates_the_one_concerned_observer_itself(
+    store_redis, broker, listener
+):
+    from reactive_celery import broadcast
+
+    oids = groups(10)
+    listener.join(broadcast.group_name(oids[3]))
+    before = evaluations(oids)
+    Item.objects.create(name="new", position=3)
+    signals.flush()
+    assert locks.sync(oids[3]) is None  # a client waits for its write
+    run_dispatch_task(broker)
+    assert sent(broker) == []  # no evaluate task: the dispatch's worker ran it
+    assert changed(oids, before) == [1 if g == 3 else 0 for g in range(10)]
+    assert [i["name"] for i in observers.load(oids[3]).items] == ["new"]
+    diff, synced = listener.receive(), listener.receive()
+    assert (diff["type"], synced["type"]) == ("reactive.diff", "reactive.synced"), (diff, synced)
+    assert locks.idle(oids[3]) and locks.sync(oids[3]) == synced["version"]
+
+
+def test_the_dispatch_task_sends_the_other_concerned_observers(store_redis, broker):
+    oids = groups(4)
+    before = evaluations(oids)
+    Item.objects.create(name="a", position=1)
+    Item.objects.create(name="b", position=2)
+    signals.flush()
+    run_dispatch_task(broker)
+    # One evaluated in the dispatch, the other sent to the next free process.
+    ((task, other),) = sent(broker)
+    assert task == EVALUATE and other in (oids[1], oids[2])
+    assert changed(oids, before) == [0, int(other != oids[1]), int(other != oids[2]), 0]
+    run_queued(broker)
+    assert changed(oids, before) == [0, 1, 1, 0]
+
+
+def test_a_dispatch_that_took_a_quarter_of_the_time_limit_sends_every_evaluation(
+    store_redis, broker, monkeypatch
+):
+    from types import SimpleNamespace
+
+    oids = groups(2)  # a table's only precise observer gets no dispatch
+    limit = dispatch.reactive_settings.EVALUATION_TIME_LIMIT
+    clock = iter([0.0, limit / 4 + 1])
+    monkeypatch.setattr(dispatch, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    Item.objects.create(name="slow", position=0)
+    signals.flush()
+    run_dispatch_task(broker)
+    assert sent(broker) == [(EVALUATE, oids[0])]
 
 
 def test_an_evaluation_that_read_before_the_commit_and_finished_before_the_dispatch(
