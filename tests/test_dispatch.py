@@ -80,7 +80,7 @@ def test_one_update_among_a_hundred_observers_is_one_dispatch_one_probe_one_eval
     items[3].save()
     assert sent(broker) == [(DISPATCH, TABLE)]
     queries = run_dispatches(broker)
-    assert len(queries) == 1 and "UNION ALL" in queries[0]
+    assert len(queries) == 1 and "_reactive_probe" in queries[0]
     assert sent(broker) == [(EVALUATE, oids[3])]
     run_queued(broker)
     assert changed(oids, before) == [1 if g == 3 else 0 for g in range(100)]
@@ -318,7 +318,7 @@ def test_per_user_observers_are_probed_as_their_users_in_one_query(store_redis, 
     items[2].save()
     queries = run_dispatches(broker)
     # The users of the two observers probed, then one probe as both of them.
-    assert len(queries) == 2 and "UNION ALL" in queries[1]
+    assert len(queries) == 2 and "_reactive_probe" in queries[1]
     run_queued(broker)
     assert changed(oids, before) == [0, 1, 1]
     assert [len(observers.load(oid).items) for oid in oids] == [1, 2, 0]

@@ -152,7 +152,7 @@ def test_a_large_probe_runs_without_parallel_workers_on_postgresql():
     sent = [q["sql"] for q in queries.captured_queries]
     settings_sent = [sql for sql in sent if "max_parallel_workers_per_gather" in sql]
     assert settings_sent == (["SET LOCAL max_parallel_workers_per_gather = 0"] if postgres else [])
-    assert sum("UNION ALL" in sql for sql in sent) == 2
+    assert sum("_reactive_probe" in sql for sql in sent) == 2
     assert not connection.in_atomic_block
 
 
@@ -227,3 +227,53 @@ def test_probe_chunks_past_the_compound_select_limit(monkeypatch, django_assert_
     querysets = [(Item.objects.filter(position=n % 2), [a.pk]) for n in range(5)]
     with django_assert_num_queries(3):
         assert probe(querysets) == {1, 3}
+
+
+def test_probes_of_one_shape_share_one_part_of_the_query(django_assert_num_queries):
+    a = Item.objects.create(name="a", position=1)
+    b = Item.objects.create(name="b", position=2)
+    querysets = [(Item.objects.filter(position=n % 10), [a.pk, b.pk]) for n in range(100)]
+    querysets += [(Item.objects.filter(name="b"), [b.pk]), (Item.objects.all(), [a.pk])]
+    with CaptureQueriesContext(connection) as queries:
+        assert probe(querysets) == {n for n in range(100) if n % 10 in (1, 2)} | {100, 101}
+    (sql,) = [q["sql"] for q in queries.captured_queries if "_reactive_probe" in q["sql"]]
+    # The hundred are one part: the database plans one lookup, not a hundred.
+    assert sql.count("UNION ALL") == (2 if connection.vendor in ("postgresql", "sqlite") else 101)
+
+
+def test_grouped_probes_answer_as_probes_one_by_one(monkeypatch):
+    import random
+
+    rng = random.Random(7)
+    items = [
+        Item.objects.create(name=rng.choice("abc"), position=rng.randrange(4)) for _ in range(12)
+    ]
+    shapes = [
+        lambda v: Item.objects.filter(position=v % 4),
+        lambda v: Item.objects.filter(name="abc"[v % 3], position__gte=v % 2),
+        lambda v: Item.objects.filter(name__startswith="a%" if v % 2 else "b"),
+        lambda v: Item.objects.extra(where=["position %% 2 = %s"], params=[v % 2]),
+        lambda v: Item.objects.exclude(position=v % 4).filter(name="a"),
+    ]
+    keys = [[rng.choice(items).pk for _ in range(rng.randrange(1, 4))] for _ in range(3)]
+    querysets = [(shape(v), keys[v % 3]) for shape in shapes for v in range(30)]
+    grouped = probe(querysets)
+    monkeypatch.setattr(probing, "_VALUES_VENDORS", ())
+    assert grouped == probe(querysets)
+    assert grouped and len(grouped) < len(querysets)  # the workload tells matches apart
+
+
+def test_a_grouped_probe_the_database_refuses_is_run_one_by_one(monkeypatch, caplog):
+    a = Item.objects.create(name="a", position=1)
+    real = probing._select
+
+    def broken(connection, members):
+        sql, params = real(connection, members)
+        return (sql.replace("EXISTS", "EXISTS NOT VALID SQL") if len(members) > 1 else sql), params
+
+    monkeypatch.setattr(probing, "_select", broken)
+    querysets = [(Item.objects.filter(position=n % 3), [a.pk]) for n in range(6)]
+    with CaptureQueriesContext(connection) as queries, caplog.at_level("DEBUG", "reactive_celery"):
+        assert probe(querysets) == {1, 4}
+    assert sum("_reactive_probe" in q["sql"] for q in queries.captured_queries) == 2
+    assert [r.message.split(" (")[0] for r in caplog.records] == ["Grouped probe failed"]
