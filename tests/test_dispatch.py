@@ -233,9 +233,7 @@ def test_a_commit_during_the_dispatch_keeps_the_observers_pending_for_the_next(
         return real_decide(*args, **kwargs)
 
     monkeypatch.setattr(dispatch, "decide", decide_after_another_commit)
-    (message,) = broker.messages()
-    broker.redis.delete("reactive-unconsumed")
-    tasks.dispatch(*message["args"])
+    run_dispatch_task(broker)
     signals.flush()
     monkeypatch.setattr(dispatch, "decide", real_decide)
     # The first dispatch dropped both for "first" but left "second"'s token to the next.
