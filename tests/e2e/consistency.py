@@ -88,6 +88,9 @@ class ConsistentClient(threading.Thread):
                 continue
             try:
                 frame = json.loads(self._connection.recv(timeout=0.5))
+                # Inside the try: a gap's resubscribe sends on a socket the server
+                # may already have closed (frames still queued here, read after).
+                self._on_frame(frame)
             except TimeoutError:
                 continue
             except (ConnectionClosed, OSError, EOFError, RuntimeError):
@@ -95,8 +98,6 @@ class ConsistentClient(threading.Thread):
                     return
                 self.reconnects += 1
                 self._connect()
-                continue
-            self._on_frame(frame)
 
     def _on_frame(self, frame: dict) -> None:
         kind = frame.get("type")
