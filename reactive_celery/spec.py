@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
@@ -72,9 +73,9 @@ class ObserverSpec:
         data["kwargs"] = tuple(tuple(pair) for pair in data["kwargs"])
         return cls(**data)
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """The observer id: sha256 of the canonical JSON."""
+        """The observer id: sha256 of the canonical JSON (a subscribe asks for it often)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @property

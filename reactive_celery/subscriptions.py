@@ -130,8 +130,12 @@ def _observe(
         primary_key=_primary_key(viewset, options),
     )
     oid = spec.id
-    subscriber = _admit(request, sid, user, oid)
+    subscriber, subscribed = _admit(request, sid, user, oid, options)
     _strip_observe(request)
+    if subscribed:
+        joined = _join_current(request, spec, subscriber, options)
+        if joined is not None:
+            return joined
     deadline = time.monotonic() + reactive_settings.LOCK_WAIT
     pause = _LOCK_POLL[0]
     while True:
@@ -205,9 +209,14 @@ def _current(
     return _subscribe_current(request, spec, subscriber, options, own, holding=holding)
 
 
-def _admit(request: Request, sid: str, user: str, oid: str) -> subscribers.Subscriber:
-    """The live subscriber ``sid`` of ``user``, if it may subscribe to ``oid`` now."""
-    admission = limits.admit(sid, user, oid)
+def _admit(
+    request: Request, sid: str, user: str, oid: str, options: ReactiveOptions
+) -> tuple[subscribers.Subscriber, bool]:
+    """The live subscriber ``sid`` of ``user``, if it may subscribe to ``oid`` now, and
+    whether it is subscribed already: a per-user observer found current in the same
+    round trip (``limits.admit``), which then needs only its group joined."""
+    address = request.META.get("REMOTE_ADDR", "")
+    admission = limits.admit(sid, user, oid, address=address if options.per_user else None)
     if admission.refused == "unknown":
         # Another user's id gets the answer an unknown one does: ids are not probed here.
         raise ValidationError(
@@ -222,12 +231,12 @@ def _admit(request: Request, sid: str, user: str, oid: str) -> subscribers.Subsc
         held = reactive_settings.MAX_SUBSCRIPTIONS
         raise Throttled(detail=f"A subscriber may hold {held} subscriptions; unsubscribe first.")
     assert admission.subscriber is not None  # admitted
-    if not limits.allow_observer(user, request.META.get("REMOTE_ADDR", ""), oid):
+    if not admission.owner_follows and not limits.allow_observer(user, address, oid):
         raise Throttled(
             detail=f"At most {reactive_settings.MAX_OBSERVERS_PER_USER} distinct live queries "
             "per user (or, signed out, per address); reuse or close some first."
         )
-    return admission.subscriber
+    return admission.subscriber, admission.subscribed
 
 
 def _subscribe_locked(
@@ -314,6 +323,18 @@ def _subscribe_current(
             return None  # gone, changed meanwhile, or the view depends on the user
     if not subscribers.subscribe(oid, subscriber.id):
         raise NotFound("The subscriber's socket closed during the subscription.")
+    return _join_current(request, spec, subscriber, options)
+
+
+def _join_current(
+    request: Request,
+    spec: ObserverSpec,
+    subscriber: subscribers.Subscriber,
+    options: ReactiveOptions,
+) -> Response | None:
+    """Join the group of an observer found current, to which ``subscriber`` is
+    subscribed, and answer with its stored result; None: take the locked path."""
+    oid = spec.id
     follows, adds = fanout.join(broadcast.group_name(oid), oid, subscriber.channel)
     try:
         broadcast.send(channel_sends=follows, group_adds=adds)

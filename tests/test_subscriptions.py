@@ -320,7 +320,7 @@ def test_a_subscribe_to_a_current_observer_runs_no_query_and_takes_no_lock(
         other.close()
 
 
-def test_a_subscribe_to_a_current_observer_makes_five_round_trips_to_its_redis(
+def test_a_subscribe_to_a_current_observer_makes_two_round_trips_to_its_redis(
     store_redis, listener, round_trips
 ):
     Item.objects.create(name="a")
@@ -331,10 +331,11 @@ def test_a_subscribe_to_a_current_observer_makes_five_round_trips_to_its_redis(
     before = round_trips()
     second = get(views.ItemViewSet, "/api/items/", sid="subscriber-2").data
     assert second["version"] == first["version"]
-    # Admission (live, this user's, rate, subscriptions), the address's observers,
-    # idle and stored, the subscription, the result with the socket still live.
-    # The channel layer's sends are its own connections'.
-    assert round_trips() - before == 5
+    # Admission (live, this user's, rate, subscriptions, the address follows it already),
+    # idle and stored, and the subscription in one; the result with the socket still
+    # live. The channel layer's sends are its own connections'.
+    assert round_trips() - before == 2
+    assert subscribers.followers(first["observer"]) == {SID, "subscriber-2"}
 
 
 def test_a_subscribe_while_an_evaluation_is_owed_evaluates_under_the_lock(store_redis, listener):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from ..conf import reactive_settings
-from . import keys
+from . import keys, locks
 from .connection import client
 from .subscribers import Subscriber
 
@@ -26,10 +26,10 @@ local fits = n <= tonumber(ARGV[1])
 """
 
 # KEYS: the rate counter, the sub hash, the sub obs set (all on the subscriber's slot).
-# ARGV: rate limit, user, oid, subscriptions per socket.
-# {-1}: unknown, or another user's; {0}: past the rate; {-2}: holds its most
-# subscriptions and not this one; {1, channel, address}: may subscribe.
-_ADMIT = (
+# ARGV: rate limit, user, oid, subscriptions per socket. Sets ``sub`` when the
+# request is admitted, else returns {-1}: unknown, or another user's; {0}: past the
+# rate; {-2}: holds its most subscriptions and not this one.
+_ADMISSION = (
     """
 local sub = redis.call('HMGET', KEYS[2], 'channel', 'user', 'address')
 if not sub[1] or sub[2] ~= ARGV[2] then return {-1} end
@@ -41,7 +41,59 @@ if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4])
     and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
   return {-2}
 end
-return {1, sub[1], sub[3] or ''}
+"""
+)
+
+# {1, channel, address}: may subscribe.
+_ADMIT = _ADMISSION + "return {1, sub[1], sub[3] or ''}"
+
+# A function: whether one of the owner's live sockets (zset) already follows the
+# observer (its subscribers, a set); walks the smaller of the two.
+_FOLLOWED_BY_OWNER_FUNCTION = """
+local function followed_by_owner(owner, subscribers)
+  if redis.call('ZCARD', owner) <= redis.call('SCARD', subscribers) then
+    for _, sid in ipairs(redis.call('ZRANGE', owner, 0, -1)) do
+      if redis.call('SISMEMBER', subscribers, sid) == 1 then return true end
+    end
+  else
+    for _, sid in ipairs(redis.call('SMEMBERS', subscribers)) do
+      if redis.call('ZSCORE', owner, sid) then return true end
+    end
+  end
+  return false
+end
+"""
+
+# KEYS: the owner's live sockets, the observer's subscribers. 1 if one of the owner's
+# sockets already follows the observer.
+_FOLLOWED_BY_OWNER = (
+    _FOLLOWED_BY_OWNER_FUNCTION + "return followed_by_owner(KEYS[1], KEYS[2]) and 1 or 0"
+)
+
+# ``_ADMIT``, then: whether the owner follows the observer already (its observer cap
+# holds), and if so and the observer's result is current, the subscription itself
+# (as ``subscribers._SUBSCRIBE``), in one step. KEYS: as ``_ADMIT``, then the owner's
+# sockets, the obs subs, the obs hash, then the keys any of which means an
+# evaluation is owed. ARGV: as ``_ADMIT``, then sid, observer ttl.
+# {1, channel, address, owner follows (0/1), subscribed (0/1)}.
+_ADMIT_CURRENT = (
+    _FOLLOWED_BY_OWNER_FUNCTION
+    + _ADMISSION
+    + """
+local owned = followed_by_owner(KEYS[4], KEYS[5])
+if not owned or redis.call('EXISTS', KEYS[6]) == 0 then
+  return {1, sub[1], sub[3] or '', owned and 1 or 0, 0}
+end
+for i = 7, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return {1, sub[1], sub[3] or '', 1, 0} end
+end
+local left = redis.call('TTL', KEYS[2])
+if left < 1 then return {1, sub[1], sub[3] or '', 1, 0} end
+redis.call('SADD', KEYS[5], ARGV[5])
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], left)
+return {1, sub[1], sub[3] or '', 1, 1}
 """
 )
 
@@ -50,51 +102,61 @@ return {1, sub[1], sub[3] or ''}
 class Admission:
     """What ``admit`` found: the subscriber if it may subscribe, else why not:
     ``"unknown"`` (no such live subscriber, or another user's), ``"rate"`` or
-    ``"subscriptions"``."""
+    ``"subscriptions"``. With ``admit(..., address=)``: ``owner_follows``, one of the
+    owner's sockets follows the observer already, so ``allow_observer`` holds; and
+    ``subscribed``, the observer's result was current and the subscription is made."""
 
     subscriber: Subscriber | None
     refused: str = ""
+    owner_follows: bool = False
+    subscribed: bool = False
 
 
 _REFUSALS = {-1: "unknown", 0: "rate", -2: "subscriptions"}
 
 
-def admit(sid: str, user: str, oid: str) -> Admission:
+def admit(sid: str, user: str, oid: str, *, address: str | None = None) -> Admission:
     """The checks a subscribe of ``sid`` (of ``user``) to ``oid`` passes before its view
     runs, in one round trip: the subscriber is live and ``user``'s, this request
     fits ``SUBSCRIBE_RATE`` (counted only for a live subscriber of this user), and
-    the socket follows ``oid`` already or holds fewer than ``MAX_SUBSCRIPTIONS``."""
-    answer = client().eval(
-        _ADMIT,
-        3,
-        keys.subscribe_rate(sid),
-        keys.subscriber(sid),
-        keys.subscriber_observers(sid),
+    the socket follows ``oid`` already or holds fewer than ``MAX_SUBSCRIPTIONS``.
+
+    ``address`` (the client's, for an anonymous owner): in the same round trip on
+    one server, when the owner follows ``oid`` already and its result is current,
+    subscribe as ``subscribers.subscribe`` would. A subscribe to a current observer
+    (the usual one: many sockets on one dashboard) then needs no further checks.
+    """
+    names = [keys.subscribe_rate(sid), keys.subscriber(sid), keys.subscriber_observers(sid)]
+    args: list[str | int] = [
         int(reactive_settings.SUBSCRIBE_RATE),
         user,
         oid,
         int(reactive_settings.MAX_SUBSCRIPTIONS),
-    )
+    ]
+    owed = None if address is None else locks.owed_keys(oid)
+    if owed is None:
+        answer = client().eval(_ADMIT, len(names), *names, *args)
+    else:
+        names += [
+            _owner(user, address or ""),
+            keys.observer_subscribers(oid),
+            keys.observer(oid),
+            *owed,
+        ]
+        args += [sid, keys.ttl_seconds(reactive_settings.OBSERVER_TTL)]
+        answer = client().eval(_ADMIT_CURRENT, len(names), *names, *args)
     verdict = int(answer[0])
     if verdict != 1:
         return Admission(None, _REFUSALS[verdict])
-    return Admission(Subscriber(sid, answer[1], user, answer[2]))
+    subscriber = Subscriber(sid, answer[1], user, answer[2])
+    if owed is None:
+        return Admission(subscriber)
+    return Admission(subscriber, "", bool(int(answer[3])), bool(int(answer[4])))
 
 
-# KEYS: the owner's live sockets (zset), the observer's subscribers (set). 1 if one of
-# the owner's sockets already follows the observer; walks the smaller of the two.
-_FOLLOWED_BY_OWNER = """
-if redis.call('ZCARD', KEYS[1]) <= redis.call('SCARD', KEYS[2]) then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    if redis.call('SISMEMBER', KEYS[2], sid) == 1 then return 1 end
-  end
-else
-  for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if redis.call('ZSCORE', KEYS[1], sid) then return 1 end
-  end
-end
-return 0
-"""
+def _owner(user: str, address: str) -> str:
+    """The key of the live sockets whose observers count against one owner."""
+    return keys.sockets_of_user(user) if user else keys.sockets_of_address(address)
 
 
 def allow_observer(user: str, address: str, oid: str) -> bool:
@@ -105,7 +167,7 @@ def allow_observer(user: str, address: str, oid: str) -> bool:
     needs no state of its own and falls as sockets close.
     """
     r = client()
-    owner = keys.sockets_of_user(user) if user else keys.sockets_of_address(address)
+    owner = _owner(user, address)
     if not keys.clustered() and r.eval(
         _FOLLOWED_BY_OWNER, 2, owner, keys.observer_subscribers(oid)
     ):

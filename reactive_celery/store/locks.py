@@ -40,6 +40,7 @@ __all__ = [
     "finish",
     "idle",
     "observer_lock",
+    "owed_keys",
     "precise_table",
     "queue",
     "queue_dependents",
@@ -465,6 +466,17 @@ def _classified_table(oid: str) -> str:
     if not isinstance(how, dict):
         raise LookupError(oid)
     return str(how.get("table") or "") if not how.get("reason") else ""
+
+
+def owed_keys(oid: str) -> list[str] | None:
+    """The keys any of which means ``oid``'s result is not current (``idle`` as a list),
+    for a script that checks them atomically with more; None on a cluster, where the
+    table's token and the observer's flags hash apart."""
+    if keys.clustered():
+        return None
+    table = precise_table(oid)
+    pending = [keys.probe_pending(table)] if table else []
+    return [*pending, keys.queued(oid), keys.dirty(oid), keys.lock(oid)]
 
 
 def idle(oid: str, *, holding: bool = False, stored: bool = False) -> bool:

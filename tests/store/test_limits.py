@@ -86,3 +86,77 @@ def test_sockets_per_user_and_address_are_capped_and_freed_on_close(store_redis,
     subscribers.remove("user-sock-2", "c2")
     subscribers.register("user-sock-3", "c3", "7", "10.0.0.1")
     assert store_redis.zcard(keys.sockets_of_user("7")) == 2
+
+
+def _current_observer(store_redis, oid="o1"):
+    """An observer with a stored result and nothing owed, followed by user 7's socket."""
+    store_redis.hset(keys.observer(oid), mapping={"version": "3", "items": "[]"})
+    subscribers.register("sock-a-123", "chan-a", "7")
+    subscribers.subscribe(oid, "sock-a-123")
+
+
+def test_a_subscribe_to_a_current_observer_its_owner_follows_is_made_with_admission(
+    store_redis,
+):
+    _current_observer(store_redis)
+    subscribers.register("sock-b-123", "chan-b", "7")
+    admitted = limits.admit("sock-b-123", "7", "o1", address="10.0.0.1")
+    if keys.clustered():
+        # The observer's keys and the subscriber's hash apart: admission alone, as before.
+        assert admitted == limits.Admission(subscribers.get("sock-b-123"))
+        return
+    assert admitted == limits.Admission(
+        subscribers.get("sock-b-123"), "", owner_follows=True, subscribed=True
+    )
+    assert subscribers.follows("sock-b-123", "o1")
+    assert subscribers.followers("o1") == {"sock-a-123", "sock-b-123"}
+    # The socket's set expires with its record, the observer's with the observer.
+    assert store_redis.ttl(keys.subscriber_observers("sock-b-123")) > 0
+    assert store_redis.ttl(keys.observer_subscribers("o1")) > 0
+
+
+@pytest.mark.parametrize("owed", ["queued", "dirty", "lock", "gone"])
+def test_an_observer_that_is_owed_an_evaluation_or_gone_is_left_to_the_locked_path(
+    store_redis, owed
+):
+    _current_observer(store_redis)
+    if owed == "gone":
+        store_redis.delete(keys.observer("o1"))
+    else:
+        store_redis.set(getattr(keys, owed)("o1"), "1")
+    subscribers.register("sock-b-123", "chan-b", "7")
+    admitted = limits.admit("sock-b-123", "7", "o1", address="10.0.0.1")
+    owner_follows = not keys.clustered()  # a cluster's admission does not look
+    assert (admitted.refused, admitted.owner_follows, admitted.subscribed) == (
+        "",
+        owner_follows,
+        False,
+    )
+    assert not subscribers.follows("sock-b-123", "o1")
+
+
+def test_a_table_dispatch_pending_for_a_precise_observer_leaves_it_to_the_locked_path(
+    store_redis,
+):
+    oid = "precise-o1"  # its classification is kept for the process
+    _current_observer(store_redis, oid)
+    store_redis.hset(keys.observer(oid), "invalidation", '{"table": "testapp_item", "reason": ""}')
+    store_redis.set(keys.probe_pending("testapp_item"), "token")
+    subscribers.register("sock-b-123", "chan-b", "7")
+    assert not limits.admit("sock-b-123", "7", oid, address="10.0.0.1").subscribed
+    store_redis.delete(keys.probe_pending("testapp_item"))
+    subscribed = limits.admit("sock-b-123", "7", oid, address="10.0.0.1").subscribed
+    assert subscribed is not keys.clustered()
+
+
+def test_an_owner_new_to_the_observer_is_admitted_but_not_subscribed(store_redis, settings):
+    settings.REACTIVE_CELERY = {**settings.REACTIVE_CELERY, "SUBSCRIBE_RATE": 1}
+    _current_observer(store_redis)
+    subscribers.register("anon-1234", "chan", "", "10.0.0.1")
+    admitted = limits.admit("anon-1234", "", "o1", address="10.0.0.1")
+    # Its observer cap is for allow_observer to decide.
+    assert (admitted.refused, admitted.owner_follows, admitted.subscribed) == ("", False, False)
+    assert not subscribers.follows("anon-1234", "o1")
+    # The refusals are admit's: the one request this second is spent.
+    assert limits.admit("anon-1234", "", "o1", address="10.0.0.1").refused == "rate"
+    assert limits.admit("nobody123", "", "o1", address="10.0.0.1").refused == "unknown"
