@@ -61,7 +61,7 @@ from .spec import ObserverSpec
 from .store import locks, probes
 from .store.locks import ANY
 
-__all__ = ["Decision", "decide", "dispatch"]
+__all__ = ["Decision", "decide", "dispatch", "forget"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +150,20 @@ def decide(table: str, pks: set[str], oids: list[str]) -> Decision:
         decision.owed = {oid: [f"{table}:{ANY}"] for oid in oids}
         return decision
     idle: dict[str, tuple[ObserverSpec, str]] = {}
-    for candidate in probes.read(oids):
-        if not candidate.spec:
+    # .get: under a threads pool another dispatch may empty the store meanwhile.
+    known = {oid: entry for oid in oids if (entry := _KNOWN.get((table, oid))) is not None}
+    held = {oid: entry.version for oid, entry in known.items()}
+    for candidate in probes.read(oids, held):
+        if not candidate.version:
             decision.gone.append(candidate.oid)
             continue
-        spec = _precise_spec(candidate, table)
-        if candidate.busy or spec is None:
+        entry = known[candidate.oid] if candidate.unchanged else _remember(candidate, table)
+        if candidate.busy or entry is None:
             decision.owed[candidate.oid] = rows
-        elif pks & _held(spec, candidate.items):
+        elif pks & entry.held:
             decision.owed[candidate.oid] = [f"{table}:{ANY}"]
         else:
-            idle[candidate.oid] = (spec, candidate.spec)
+            idle[candidate.oid] = (entry.spec, entry.spec_json)
     if idle:
         matched = _probe(table, idle, pks)
         for oid in idle:
@@ -170,6 +173,45 @@ def decide(table: str, pks: set[str], oids: list[str]) -> Decision:
                 decision.dropped.append(oid)
         decision.probed = len(idle)
     return decision
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a dispatch keeps of a precise observer between dispatches of its process:
+    its spec, fixed by its id, and the primary keys its result held at ``version``."""
+
+    version: str
+    spec: ObserverSpec
+    spec_json: str
+    held: frozenset[str]
+
+
+#: By table and observer id. Its result is read again only when its version moved: a table's
+#: observers are read by every dispatch, and most of them did not change since.
+_KNOWN: dict[tuple[str, str], _Known] = {}
+#: Observers kept, and the largest result kept; past the first, the store is emptied.
+_KNOWN_CAP = 10_000
+_KNOWN_ROWS = 1_000
+
+
+def forget() -> None:
+    """Forget what this process kept of observers between dispatches."""
+    _KNOWN.clear()
+
+
+def _remember(candidate: probes.Candidate, table: str) -> _Known | None:
+    """The candidate as read, kept for the next dispatch; None if it is not (or no
+    longer) precise on ``table``: then it is evaluated, and read in full each time."""
+    _KNOWN.pop((table, candidate.oid), None)
+    spec = _precise_spec(candidate, table)
+    if spec is None:
+        return None
+    entry = _Known(candidate.version, spec, candidate.spec, frozenset(_held(spec, candidate.items)))
+    if len(entry.held) <= _KNOWN_ROWS:
+        if len(_KNOWN) >= _KNOWN_CAP:
+            _KNOWN.clear()
+        _KNOWN[table, candidate.oid] = entry
+    return entry
 
 
 def _precise_spec(candidate: probes.Candidate, table: str) -> ObserverSpec | None:

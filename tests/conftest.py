@@ -170,11 +170,13 @@ def listener():
 @pytest.fixture(autouse=True)
 def no_cached_probes():
     """Each test builds its probes afresh, as a new worker process would."""
-    from reactive_celery import probing
+    from reactive_celery import dispatch, probing
 
     probing.clear()
+    dispatch.forget()
     yield
     probing.clear()
+    dispatch.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from reactive_celery import dispatch, invalidation, observer, signals, tasks
 from reactive_celery.evaluation import evaluate_spec
 from reactive_celery.signals import notify
 from reactive_celery.spec import ObserverSpec
-from reactive_celery.store import keys, locks, observers
+from reactive_celery.store import keys, locks, observers, probes
 from tests.specs import spec_for
 from tests.test_invalidation import changed, evaluations, run_queued, start
 from tests.testapp.models import Item
@@ -101,6 +101,40 @@ def test_a_create_is_found_by_the_probe_alone(store_redis, broker):
     assert changed(oids, before) == [1 if g == 5 else 0 for g in range(10)]
     # Decided: the evaluation does not probe again.
     assert [i["name"] for i in observers.load(oids[5]).items] == ["new"]
+
+
+def test_a_dispatch_reads_again_only_the_results_that_moved_since_the_last(
+    store_redis, broker, monkeypatch
+):
+    items = [Item.objects.create(name=f"i{g}", position=g) for g in range(4)]
+    oids = groups(4)
+    reads = []
+
+    def read(*args):
+        found = real_read(*args)
+        reads.append({c.oid: c.unchanged for c in found})
+        return found
+
+    real_read = probes.read
+    monkeypatch.setattr(probes, "read", read)
+    before = evaluations(oids)
+    items[0].name = "renamed"
+    items[0].save()
+    run_queued(broker)
+    assert reads[-1] == dict.fromkeys(oids, False)  # this process knew none of them
+    # A row moves from group 1 to 2: 1 held it (known, not read again), 2's probe finds it.
+    items[1].position = 2
+    items[1].save()
+    run_queued(broker)
+    assert reads[-1] == {oid: oid != oids[0] for oid in oids}  # 0 moved on: read in full
+    assert changed(oids, before) == [1, 1, 1, 0]
+    # Now only group 2 holds the row: its result moved, so it is read (and held) again.
+    items[1].name = "again"
+    items[1].save()
+    run_queued(broker)
+    assert reads[-1] == {oids[0]: True, oids[1]: False, oids[2]: False, oids[3]: True}
+    assert changed(oids, before) == [1, 1, 2, 0]
+    assert {i["name"] for i in observers.load(oids[2]).items} == {"i2", "again"}
 
 
 def test_writes_before_the_dispatch_runs_coalesce_into_one(store_redis, broker):

@@ -17,7 +17,7 @@ index's slot.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,22 +48,30 @@ return {
 }
 """
 
-# KEYS: observer hash, lock, queued, dirty. Busy or not, and the stored result, at
-# one instant.
+# KEYS: observer hash, lock, queued, dirty. ARGV: the version whose result the caller
+# holds already ('' if none). Busy or not, the version and, unless it is the caller's,
+# the stored result, at one instant.
 _READ = """
 local busy = redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4])
+local version = redis.call('HGET', KEYS[1], 'version')
+if version and version == ARGV[1] then return {busy, version, '', '', ''} end
 local got = redis.call('HMGET', KEYS[1], 'spec', 'items', 'invalidation')
-return {busy, got[1] or '', got[2] or '', got[3] or ''}
+return {busy, version or '', got[1] or '', got[2] or '', got[3] or ''}
 """
 
-# The same for every observer whose four keys follow in KEYS: one call on a single server,
-# where keys of many slots may meet in one script.
+# The same for every observer whose four keys follow in KEYS, its held version in ARGV:
+# one call on a single server, where keys of many slots may meet in one script.
 _READ_MANY = """
 local found = {}
 for i = 1, #KEYS, 4 do
   local busy = redis.call('EXISTS', KEYS[i + 1], KEYS[i + 2], KEYS[i + 3])
-  local got = redis.call('HMGET', KEYS[i], 'spec', 'items', 'invalidation')
-  found[#found + 1] = {busy, got[1] or '', got[2] or '', got[3] or ''}
+  local version = redis.call('HGET', KEYS[i], 'version')
+  if version and version == ARGV[(i + 3) / 4] then
+    found[#found + 1] = {busy, version, '', '', ''}
+  else
+    local got = redis.call('HMGET', KEYS[i], 'spec', 'items', 'invalidation')
+    found[#found + 1] = {busy, version or '', got[1] or '', got[2] or '', got[3] or ''}
+  end
 end
 return found
 """
@@ -133,21 +141,34 @@ class Candidate:
     oid: str
     #: An evaluation is queued, running or owed: it decides, today's path.
     busy: bool
-    #: Empty when the observer is gone.
+    #: The stored result's version; empty when the observer is gone.
+    version: str
+    #: Empty when the observer is gone, or ``unchanged``.
     spec: str
     items: str
     invalidation: str
 
+    @property
+    def unchanged(self) -> bool:
+        """The result is still at the version the reader said it held: not read again."""
+        return bool(self.version) and not self.spec
 
-def read(oids: Sequence[str]) -> list[Candidate]:
+
+def read(oids: Sequence[str], held: Mapping[str, str] | None = None) -> list[Candidate]:
     """Each observer's busy state and stored result, in one round trip per 500.
+
+    ``held``: the version of each observer whose spec and result the caller keeps
+    from an earlier read; an observer still at it comes back ``unchanged``, without
+    them (most of a table's observers did not change since the last dispatch).
 
     On a cluster, one script per observer (its keys share its slot), pipelined per
     master; on one server, one script per ``READ_CHUNK`` observers (a round trip
     each): a hundred separate replies cost redis-py more than the reads cost Redis.
     """
+    held = held or {}
     calls = [
-        (keys.observer(oid), keys.lock(oid), keys.queued(oid), keys.dirty(oid)) for oid in oids
+        (keys.observer(oid), keys.lock(oid), keys.queued(oid), keys.dirty(oid), held.get(oid, ""))
+        for oid in oids
     ]
     r = client()
     if isinstance(r, RedisCluster):
@@ -155,16 +176,15 @@ def read(oids: Sequence[str]) -> list[Candidate]:
     else:
         # A Script in a pipeline asks SCRIPT EXISTS first: one call per chunk instead.
         many = r.register_script(_READ_MANY)
-        found = [
-            answer
-            for start in range(0, len(calls), READ_CHUNK)
-            for answer in many(
-                keys=[key for call in calls[start : start + READ_CHUNK] for key in call]
+        found = []
+        for start in range(0, len(calls), READ_CHUNK):
+            chunk = calls[start : start + READ_CHUNK]
+            found += many(
+                keys=[key for call in chunk for key in call[:4]], args=[call[4] for call in chunk]
             )
-        ]
     return [
-        Candidate(oid, bool(busy), spec, items, how)
-        for oid, (busy, spec, items, how) in zip(oids, found, strict=True)
+        Candidate(oid, bool(busy), version, spec, items, how)
+        for oid, (busy, version, spec, items, how) in zip(oids, found, strict=True)
     ]
 
 

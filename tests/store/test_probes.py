@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from reactive_celery.store import keys, locks, observers, probes
 
 TABLE = "t"
@@ -103,6 +105,23 @@ def test_read_answers_in_order_past_one_chunk(store_redis, monkeypatch):
         ("c", True, True),
         ("b", False, True),
         ("d", False, True),
+    ]
+
+
+@pytest.mark.parametrize("chunk", [2, 500])
+def test_read_leaves_out_the_result_of_an_observer_still_at_the_version_held(
+    store_redis, monkeypatch, chunk
+):
+    monkeypatch.setattr(probes, "READ_CHUNK", chunk)
+    for oid in ("a", "b", "c"):
+        saved(oid)
+    assert locks.queue(["b"]) == ["b"]
+    found = probes.read(["a", "b", "c", "gone"], {"a": "7", "b": "7", "c": "6", "gone": "7"})
+    assert [(c.oid, c.busy, c.version, c.unchanged, bool(c.items)) for c in found] == [
+        ("a", False, "7", True, False),
+        ("b", True, "7", True, False),  # busy is told whatever the caller holds
+        ("c", False, "7", False, True),  # moved on: read in full
+        ("gone", False, "", False, False),
     ]
 
 
