@@ -46,6 +46,7 @@ import urllib.request
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
 from tests.benchmarks.fanout import (  # noqa: E402  (one copy of each)
+    BENCHMARK_ENV,
     IDLE_S,
     ClientProcesses,
     at_connected,
@@ -60,17 +61,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: Sockets one load-client process follows unless ``--client-processes`` says otherwise.
 SOCKETS_PER_CLIENT_PROCESS = 250
-
-#: The test project's settings for this benchmark's processes (a value already in
-#: the environment wins). Its own defaults are the fault tests': a heartbeat a
-#: second and a 10 s TTL, so 1,000 sockets cost 1,000 heartbeats a second and
-#: expire (4408) as soon as the loaded server falls 10 s behind. These are the
-#: library's defaults instead; the address cap is lifted as all sockets share 127.0.0.1.
-BENCHMARK_ENV = {
-    "REACTIVE_TEST_HEARTBEAT": "30",
-    "REACTIVE_TEST_SUBSCRIBER_TTL": "120",
-    "REACTIVE_TEST_MAX_SOCKETS_PER_ADDRESS": "100000",
-}
 
 
 def _stat(pid: str) -> tuple[int, float] | None:
