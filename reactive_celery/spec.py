@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
@@ -63,7 +63,9 @@ class ObserverSpec:
 
     def to_json(self) -> str:
         """Canonical JSON; equal specs give equal strings."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        # Not asdict(): it deep-copies every pair of the query and kwargs first.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> ObserverSpec:

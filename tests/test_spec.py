@@ -46,3 +46,14 @@ def test_json_round_trip():
     assert spec.to_json() == ObserverSpec.from_json(spec.to_json()).to_json()
     assert "pickle" not in spec.to_json()
     assert len(spec.id) == 64
+
+
+def test_the_canonical_json_and_id_stay_as_stored_observers_have_them():
+    # A change here would give every stored observer a new id on upgrade.
+    spec = build(kwargs={"pk": 3})
+    assert spec.to_json() == (
+        '{"action":"list","host":"example.com","kwargs":[["pk","3"]],"path":"/api/tasks/",'
+        '"primary_key":"id","query":[["a","1"],["b","2"]],"secure":false,"user":"7",'
+        '"view":"app.views.TaskViewSet"}'
+    )
+    assert spec.id == "3e6a8dd4c344b5f08c962c102444deb275ddfb25db9ba2fd3a7d272c1433f0a8"
