@@ -14,7 +14,7 @@ from typing import cast
 from ..conf import reactive_settings
 from . import keys, locks
 from .connection import client
-from .subscribers import Subscriber
+from .subscribers import SUBSCRIBE_FUNCTION, Subscriber
 
 __all__ = ["Admission", "admit", "allow_observer"]
 
@@ -72,12 +72,13 @@ _FOLLOWED_BY_OWNER = (
 
 # ``_ADMIT``, then: whether the owner follows the observer already (its observer cap
 # holds), and if so and the observer's result is current, the subscription itself
-# (as ``subscribers._SUBSCRIBE``), in one step. KEYS: as ``_ADMIT``, then the owner's
+# (``SUBSCRIBE_FUNCTION``), in one step. KEYS: as ``_ADMIT``, then the owner's
 # sockets, the obs subs, the obs hash, then the keys any of which means an
 # evaluation is owed. ARGV: as ``_ADMIT``, then sid, observer ttl.
 # {1, channel, address, owner follows (0/1), subscribed (0/1)}.
 _ADMIT_CURRENT = (
     _FOLLOWED_BY_OWNER_FUNCTION
+    + SUBSCRIBE_FUNCTION
     + _ADMISSION
     + """
 local owned = followed_by_owner(KEYS[4], KEYS[5])
@@ -87,13 +88,8 @@ end
 for i = 7, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {1, sub[1], sub[3] or '', 1, 0} end
 end
-local left = redis.call('TTL', KEYS[2])
-if left < 1 then return {1, sub[1], sub[3] or '', 1, 0} end
-redis.call('SADD', KEYS[5], ARGV[5])
-redis.call('EXPIRE', KEYS[5], ARGV[6])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('EXPIRE', KEYS[3], left)
-return {1, sub[1], sub[3] or '', 1, 1}
+local subscribed = subscribe(KEYS[5], KEYS[2], KEYS[3], ARGV[5], ARGV[3], ARGV[6])
+return {1, sub[1], sub[3] or '', 1, subscribed}
 """
 )
 

@@ -14,6 +14,7 @@ from .connection import client
 from .scripts import run_many
 
 __all__ = [
+    "SUBSCRIBE_FUNCTION",
     "Subscriber",
     "count",
     "followed",
@@ -312,17 +313,24 @@ def heartbeat(sid: str, channel: str) -> list[str] | None:
     return followed
 
 
-# KEYS: obs subs, sub hash, sub obs. ARGV: sid, oid, observer ttl.
+# A function: record that sid follows oid, 1; 0 if the subscriber's record is gone.
 # The subscriber's set takes the lifetime its record has left: the two expire together.
-_SUBSCRIBE = """
-local left = redis.call('TTL', KEYS[2])
-if left < 1 then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('EXPIRE', KEYS[3], left)
-return 1
+SUBSCRIBE_FUNCTION = """
+local function subscribe(obs_subs, sub_hash, sub_obs, sid, oid, obs_ttl)
+  local left = redis.call('TTL', sub_hash)
+  if left < 1 then return 0 end
+  redis.call('SADD', obs_subs, sid)
+  redis.call('EXPIRE', obs_subs, obs_ttl)
+  redis.call('SADD', sub_obs, oid)
+  redis.call('EXPIRE', sub_obs, left)
+  return 1
+end
 """
+
+# KEYS: obs subs, sub hash, sub obs. ARGV: sid, oid, observer ttl.
+_SUBSCRIBE = (
+    SUBSCRIBE_FUNCTION + "return subscribe(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])"
+)
 
 
 # ``_SUBSCRIBE``'s subscriber half on a cluster. KEYS: sub hash, sub obs. ARGV: oid.
