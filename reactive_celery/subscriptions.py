@@ -315,13 +315,18 @@ def _subscribe_current(
     None: take the locked path (evaluation owed, no observer, a different result).
     """
     oid = spec.id
-    if not locks.idle(oid, holding=holding, stored=own is None):
-        return None
-    if own is not None:
+    if own is None:
+        subscribed = subscribers.subscribe_if_current(oid, subscriber.id, holding=holding)
+        if subscribed is None:
+            return None
+    else:
+        if not locks.idle(oid, holding=holding):
+            return None
         found = observers.load(oid)
         if found is None or own.items != found.items or own.meta != found.meta:
             return None  # gone, changed meanwhile, or the view depends on the user
-    if not subscribers.subscribe(oid, subscriber.id):
+        subscribed = subscribers.subscribe(oid, subscriber.id)
+    if not subscribed:
         raise NotFound("The subscriber's socket closed during the subscription.")
     return _join_current(request, spec, subscriber, options)
 

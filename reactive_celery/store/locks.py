@@ -468,15 +468,16 @@ def _classified_table(oid: str) -> str:
     return str(how.get("table") or "") if not how.get("reason") else ""
 
 
-def owed_keys(oid: str) -> list[str] | None:
+def owed_keys(oid: str, *, holding: bool = False) -> list[str] | None:
     """The keys any of which means ``oid``'s result is not current (``idle`` as a list),
     for a script that checks them atomically with more; None on a cluster, where the
-    table's token and the observer's flags hash apart."""
+    table's token and the observer's flags hash apart. ``holding``: as for ``idle``."""
     if keys.clustered():
         return None
     table = precise_table(oid)
     pending = [keys.probe_pending(table)] if table else []
-    return [*pending, keys.queued(oid), keys.dirty(oid), keys.lock(oid)]
+    lock = [] if holding else [keys.lock(oid)]
+    return [*pending, keys.queued(oid), keys.dirty(oid), *lock]
 
 
 def idle(oid: str, *, holding: bool = False, stored: bool = False) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from ..conf import reactive_settings
 from ..exceptions import ForeignSubscriber, TooManySockets
-from . import keys, observers
+from . import keys, locks, observers
 from .connection import client
 from .scripts import run_many
 
@@ -27,6 +27,7 @@ __all__ = [
     "register",
     "remove",
     "subscribe",
+    "subscribe_if_current",
     "unsubscribe",
 ]
 
@@ -362,6 +363,41 @@ def subscribe(oid: str, sid: str) -> bool:
     pipe.expire(names[0], obs_ttl)
     pipe.execute()
     return True
+
+
+# KEYS: as ``_SUBSCRIBE``, then the obs hash and the keys any of which means an
+# evaluation is owed. ARGV: as ``_SUBSCRIBE``. -1: the result is missing or not current.
+_SUBSCRIBE_IF_CURRENT = (
+    SUBSCRIBE_FUNCTION
+    + """
+if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return -1 end
+end
+return subscribe(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+
+def subscribe_if_current(oid: str, sid: str, *, holding: bool = False) -> bool | None:
+    """``subscribe`` if ``oid``'s stored result is current (``locks.idle`` with
+    ``stored``); None if it is not, and nothing is recorded. One round trip on one
+    server, where the check and the subscription are one script."""
+    owed = locks.owed_keys(oid, holding=holding)
+    if owed is None:
+        if not locks.idle(oid, holding=holding, stored=True):
+            return None
+        return subscribe(oid, sid)
+    names = [
+        keys.observer_subscribers(oid),
+        keys.subscriber(sid),
+        keys.subscriber_observers(sid),
+        keys.observer(oid),
+        *owed,
+    ]
+    obs_ttl = keys.ttl_seconds(reactive_settings.OBSERVER_TTL)
+    answer = int(client().eval(_SUBSCRIBE_IF_CURRENT, len(names), *names, sid, oid, obs_ttl))
+    return None if answer < 0 else bool(answer)
 
 
 def unsubscribe(oid: str, sid: str) -> bool:
