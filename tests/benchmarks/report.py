@@ -14,7 +14,12 @@ COMPARED = {
     "c": [*_WRITES, "evaluations_per_write", "idle_after_last_write_ms", "cpu_s_server"],
     "g": [*_WRITES, "subscribe_ms.p99", "evaluations_per_write", "cpu_s_server"],
     "e": ["last_frame_ms", "evaluations_per_affected_observer", "cpu_s_server"],
-    "f": ["ratio_no_observer", "ratio_one_observer"],
+    "f": [
+        "ratio_no_observer",
+        "ratio_one_observer",
+        "cpu_ratio_no_observer",
+        "cpu_ratio_one_observer",
+    ],
 }
 
 
@@ -144,6 +149,8 @@ def render_markdown(report: dict) -> str:
                         r.get("us_per_save_one_observer"),
                         r.get("ratio_no_observer"),
                         r.get("ratio_one_observer"),
+                        r.get("cpu_ratio_no_observer"),
+                        r.get("cpu_ratio_one_observer"),
                         r.get("evaluations_one_observer"),
                     ]
                 )
@@ -208,6 +215,8 @@ def render_markdown(report: dict) -> str:
                 "installed, 1 dependent observer",
                 "ratio, no observer",
                 "ratio, 1 observer",
+                "CPU ratio, no observer",
+                "CPU ratio, 1 observer",
                 "evaluations during the loop",
             ],
             f_rows,

@@ -328,6 +328,10 @@ async def _transaction_scenario(dep: Deployment, protocol: str, saves: int = 100
     }
 
 
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return round(value / base, 2) if value and base else None
+
+
 async def _save_cost_scenario(dep: Deployment, protocol: str, saves: int) -> dict:
     dep.seed(2, 100)
 
@@ -354,6 +358,13 @@ async def _save_cost_scenario(dep: Deployment, protocol: str, saves: int) -> dic
         "us_per_save_one_observer": one["us_per_save"],
         "ratio_no_observer": round(none["us_per_save"] / plain["us_per_save"], 2),
         "ratio_one_observer": round(one["us_per_save"] / plain["us_per_save"], 2),
+        # The saving process's own CPU (its sender thread too), without the cores it
+        # shares with the evaluations it causes.
+        "cpu_us_per_save_not_installed": plain.get("cpu_us_per_save"),
+        "cpu_us_per_save_no_observer": none.get("cpu_us_per_save"),
+        "cpu_us_per_save_one_observer": one.get("cpu_us_per_save"),
+        "cpu_ratio_no_observer": _ratio(none.get("cpu_us_per_save"), plain.get("cpu_us_per_save")),
+        "cpu_ratio_one_observer": _ratio(one.get("cpu_us_per_save"), plain.get("cpu_us_per_save")),
         # Pushed while the timed loop ran: the one observer's evaluations and frames.
         "evaluations_one_observer": evaluations,
         "frames_one_observer": followers[0].frames,
