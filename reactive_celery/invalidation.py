@@ -211,17 +211,18 @@ def _rows(touched: Iterable[str], table: str) -> set[str] | None:
     return rows
 
 
-def affects(oid: str, touched: Collection[str]) -> bool:
+def affects(oid: str, touched: Collection[str], stored: observers.Observer | None = None) -> bool:
     """Whether the changes in ``touched`` may change the observer's result.
 
-    Called by ``observer.refresh`` under the lock, before evaluating. Empty
+    Called by ``observer.refresh`` under the lock, before evaluating, with the
+    ``stored`` observer it evaluates next (else it is read here). Empty
     ``touched`` (no change recorded: a poll, a retry, a subscription's catch-up)
     and anything not decidable mean True; a failing probe means True.
     """
     if not touched or ANY in touched or not reactive_settings.PRECISE_INVALIDATION:
         return True
     try:
-        return _affects(oid, touched)
+        return _affects(oid, touched, stored)
     except Exception as exc:
         # A full evaluation is always correct; it reports the view's own errors.
         logger.info(
@@ -234,10 +235,14 @@ def affects(oid: str, touched: Collection[str]) -> bool:
         return True
 
 
-def _affects(oid: str, touched: Collection[str]) -> bool:
-    spec_json, items_json, known = _load(oid)
-    if spec_json is None:
-        return True  # gone: evaluate() finds out and does nothing
+def _affects(oid: str, touched: Collection[str], stored: observers.Observer | None) -> bool:
+    if stored is None:
+        spec_json, items_json, known = _load(oid)
+        if spec_json is None:
+            return True  # gone: evaluate() finds out and does nothing
+        items = json.loads(items_json or "[]")
+    else:
+        spec_json, items, known = stored.spec, stored.items, stored.invalidation
     spec = ObserverSpec.from_json(spec_json)
     invalidation = Invalidation(**json.loads(known)) if known else None
     if invalidation is None:
@@ -246,7 +251,7 @@ def _affects(oid: str, touched: Collection[str]) -> bool:
     rows = _rows(touched, invalidation.table) if invalidation.precise else None
     if rows is None:
         return True
-    held = {str(item.get(spec.primary_key)) for item in json.loads(items_json or "[]")}
+    held = {str(item.get(spec.primary_key)) for item in items}
     if rows & held:
         return True
     user = _user(spec)

@@ -79,11 +79,17 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
     # Reruns share this task's time limit: past half of it, hand over to a new task.
     deadline = time.monotonic() + reactive_settings.EVALUATION_TIME_LIMIT / 2
     touched: tuple[str, ...] | None = begun.touched
+    ended = False  # by the script that released the lock, starts cleared
     try:
         while touched is not None:
+            stored = observers.load(oid)
+            if stored is None:
+                logger.debug(
+                    "Observer %s is gone: nothing to evaluate", oid, extra={"observer": oid}
+                )
             # Unconcerned by every change taken with the lock: released as if evaluated.
-            if invalidation.affects(oid, touched):
-                evaluate(oid)
+            elif invalidation.affects(oid, touched, stored):
+                evaluate(oid, stored)
             else:
                 logger.debug("Observer %s unaffected by %s", oid, touched[:5])
             if time.monotonic() >= deadline:
@@ -94,9 +100,12 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
                     break
                 announce_settled(oid)
                 break
-            touched = locks.rerun(oid, token)
+            after = locks.rerun(oid, token)
+            touched = after.touched
             if touched is None:
-                announce_settled(oid)
+                ended = True
+                if after.settled is not None:
+                    _send_settled(oid, after.settled)
     except BaseException:
         if locks.finish(oid, token, keep=False) == 1:
             # A change arrived during the failed run: it still needs an evaluation.
@@ -104,15 +113,17 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
                 requeue(oid)
         raise
     finally:
-        locks.clear_starts(oid)
+        if not ended:
+            locks.clear_starts(oid)
 
 
-def evaluate(oid: str) -> bool:
+def evaluate(oid: str, stored: observers.Observer | None = None) -> bool:
     """One evaluation under the lock: run the view, then publish its result.
 
-    Returns whether the result changed (and was pushed).
+    ``stored``: the observer as the caller just read it under the lock (else read
+    here). Returns whether the result changed (and was pushed).
     """
-    stored = observers.load(oid)
+    stored = stored or observers.load(oid)
     if stored is None:
         logger.debug("Observer %s is gone: nothing to evaluate", oid, extra={"observer": oid})
         return False
@@ -250,8 +261,12 @@ def announce_settled(oid: str) -> None:
     """Tell clients waiting on ``sync`` that the observer caught up (its lock is free)."""
     version = locks.settled(oid)
     if version is not None:
-        group = broadcast.group_name(oid)
-        broadcast.send(group_sends=[(group, protocol.synced_message(oid, version))])
+        _send_settled(oid, version)
+
+
+def _send_settled(oid: str, version: int) -> None:
+    group = broadcast.group_name(oid)
+    broadcast.send(group_sends=[(group, protocol.synced_message(oid, version))])
 
 
 def _log_limits(oid: str, spec: ObserverSpec, elapsed: float, size: int) -> None:

@@ -161,8 +161,31 @@ def test_a_change_during_an_evaluation_is_decided_on_the_rerun(store_redis, brok
     assert locks.begin(oid, "holder").acquired
     locks.queue_dependents(["testapp_item"], {"testapp_item": ["999"]})
     assert not locks.begin(oid, "their-task").acquired  # marks it dirty for the holder
-    assert locks.rerun(oid, "holder") == ("testapp_item:999",)
-    assert locks.rerun(oid, "holder") is None
+    assert locks.rerun(oid, "holder").touched == ("testapp_item:999",)
+    assert locks.rerun(oid, "holder").touched is None
+
+
+def test_a_precise_refresh_reads_the_observer_once_for_the_decision_and_the_evaluation(
+    store_redis, broker, round_trips
+):
+    item = Item.objects.create(name="a", position=0)
+    (oid,) = groups(1)
+
+    def renamed(name: str) -> int:
+        locks.queue_dependents(["testapp_item"], {"testapp_item": [str(item.pk)]})
+        Item.objects.filter(pk=item.pk).update(name=name)
+        signals.flush()  # what the update's own commit sends, before counting
+        before = round_trips()
+        observer.refresh(oid, retry=False, requeue=Requeues())
+        made = round_trips() - before
+        assert [i["name"] for i in observers.load(oid).items] == [name]
+        return made
+
+    renamed("first")  # classifies the observer
+    # begin, load (the row it holds decides it), the commit stamp (metrics), its
+    # subscribers (a shared observer's permissions), save, and one script that
+    # releases the lock, answers waiting clients and clears the crash count.
+    assert renamed("second") == 6
 
 
 def test_other_tables_a_view_reads_keep_table_level_invalidation(store_redis, broker):

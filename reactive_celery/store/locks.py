@@ -35,6 +35,7 @@ __all__ = [
     "Begun",
     "HeldLock",
     "Queued",
+    "Rerun",
     "begin",
     "clear_starts",
     "finish",
@@ -394,11 +395,19 @@ def finish(oid: str, token: str, *, keep: bool = True) -> int:
 
 
 # KEYS: lock, dirty, touched. ARGV: token, lock ms.
+# KEYS: lock, dirty, touched, waiting, obs hash, starts. ARGV: token, lock ttl ms.
+# {1, touched...}: kept for a rerun. {0 or -1, settled}: released (or no longer
+# ours) and, as ``settled`` and ``clear_starts`` then would, the evaluation ended.
 _RERUN = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local function ended()
+  redis.call('DEL', KEYS[6])
+  if redis.call('DEL', KEYS[4]) == 0 then return -1 end
+  return tonumber(redis.call('HGET', KEYS[5], 'version') or '-1')
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, ended()} end
 if redis.call('DEL', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
-  return {0}
+  return {0, ended()}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local touched = redis.call('SMEMBERS', KEYS[3])
@@ -407,16 +416,30 @@ return {1, unpack(touched)}
 """
 
 
-def rerun(oid: str, token: str) -> tuple[str, ...] | None:
-    """``finish`` for a holder that reruns: the touched entries to rerun for, or None.
+@dataclass(frozen=True)
+class Rerun:
+    """What ``rerun`` found: the entries to rerun for, or the end of the evaluation."""
 
-    None: released (nothing arrived) or no longer ours. The entries are taken
-    with the dirty flag, so every change that marked it dirty is among them.
+    #: The touched entries to rerun for; None: released (nothing arrived) or no longer ours.
+    touched: tuple[str, ...] | None
+    #: Once ended: the version to announce to clients waiting for it (``settled``), if any.
+    settled: int | None = None
+
+
+def rerun(oid: str, token: str) -> Rerun:
+    """``finish`` for a holder that reruns.
+
+    The entries are taken with the dirty flag, so every change that marked it
+    dirty is among them. When nothing arrived, the lock is released and the
+    evaluation ended in the same script: ``settled`` and ``clear_starts``.
     """
-    code, *touched = client().eval(
-        _RERUN, 3, keys.lock(oid), keys.dirty(oid), keys.touched(oid), token, lock_ttl_ms()
-    )
-    return tuple(touched) if int(code) == 1 else None
+    names = [keys.lock(oid), keys.dirty(oid), keys.touched(oid)]
+    names += [keys.waiting(oid), keys.observer(oid), keys.starts(oid)]
+    code, *rest = client().eval(_RERUN, len(names), *names, token, lock_ttl_ms())
+    if int(code) == 1:
+        return Rerun(tuple(rest))
+    version = int(rest[0])
+    return Rerun(None, None if version < 0 else version)
 
 
 # KEYS: queued, lock, dirty, waiting, obs hash. ARGV: waiting ttl s.

@@ -44,6 +44,8 @@ class Observer:
     declared: list[str]
     creator: str
     evaluations: int
+    #: How a change decides this observer (``invalidation.Invalidation`` as JSON), or "".
+    invalidation: str = ""
 
 
 def load(oid: str) -> Observer | None:
@@ -65,6 +67,7 @@ def from_hash(oid: str, data: dict[str, str]) -> Observer | None:
         declared=json.loads(data.get("declared", "[]")),
         creator=data.get("creator", ""),
         evaluations=int(data.get("evaluations", 0)),
+        invalidation=data.get("invalidation", ""),
     )
 
 

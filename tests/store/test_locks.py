@@ -115,6 +115,32 @@ def test_sync_answers_the_version_when_nothing_is_owed_else_waits(store_redis):
     assert locks.sync("missing") == -2
 
 
+def test_a_rerun_that_finds_nothing_new_ends_the_evaluation_in_the_same_step(store_redis):
+    observers.save("o1", spec="{}", items=[], meta={}, version=3, tables=["t"], creator="")
+    locks.queue(["o1"])
+    assert locks.sync("o1") is None  # a client waits for the queued evaluation
+    assert locks.begin("o1", "worker").starts == 1
+    assert not locks.begin("o1", "late").acquired  # a change arrives meanwhile
+    kept = locks.rerun("o1", "worker")
+    assert kept.touched is not None and kept.settled is None
+    assert store_redis.exists(keys.lock("o1")) and store_redis.exists(keys.starts("o1"))
+    observers.save("o1", spec="{}", items=[], meta={}, version=4, tables=["t"], creator="")
+    ended = locks.rerun("o1", "worker")
+    assert ended == locks.Rerun(None, 4)  # released, and the waiting client's version
+    assert not store_redis.exists(keys.lock("o1"))
+    assert not store_redis.exists(keys.starts("o1"))
+    assert locks.settled("o1") is None  # announced once
+    assert locks.sync("o1") == 4
+
+
+def test_a_rerun_by_a_holder_whose_lock_expired_changes_no_one_elses_lock(store_redis):
+    assert locks.begin("o1", "worker").acquired
+    store_redis.delete(keys.lock("o1"))  # expired
+    assert locks.begin("o1", "next").acquired
+    assert locks.rerun("o1", "worker") == locks.Rerun(None, None)  # nobody waits
+    assert store_redis.get(keys.lock("o1")) == "next"
+
+
 # --- touched entries ----------------------------------------------------------
 
 
@@ -159,10 +185,10 @@ def test_a_contended_change_is_taken_by_the_holders_rerun(store_redis):
     assert locks.begin("o1", "holder").touched == ()
     locks.queue_dependents(["items"], {"items": ["9"]})
     assert not locks.begin("o1", "their-task").acquired
-    assert locks.rerun("o1", "holder") == ("items:9",)
-    assert locks.rerun("o1", "holder") is None
+    assert locks.rerun("o1", "holder").touched == ("items:9",)
+    assert locks.rerun("o1", "holder").touched is None
     assert not store_redis.exists(keys.lock("o1"))
-    assert locks.rerun("o1", "holder") is None  # no longer held
+    assert locks.rerun("o1", "holder").touched is None  # no longer held
 
 
 def test_a_redis_that_lost_its_scripts_still_records_and_queues(store_redis):
