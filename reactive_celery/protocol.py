@@ -43,6 +43,7 @@ __all__ = [
     "STATUS_ERRORS",
     "STOP_CODES",
     "SUBSCRIBER_ID",
+    "TOO_MANY_SUBSCRIPTIONS",
     "apply_batch",
     "batch",
     "batched_diff",
@@ -121,10 +122,15 @@ STATUS_ERRORS = {
     503: "unavailable",
 }
 
+#: The error code of a subscribe refused for ``MAX_SUBSCRIPTIONS`` (HTTP 429).
+TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+
 #: Request errors more precise than the status's, by the view's error code.
 CODE_ERRORS = {
     # The socket's own process is behind on its inbox: retry soon, unlike a dead Redis.
     "reactive_busy": "busy",
+    # Unsubscribe first: retrying does not help, unlike a rate.
+    TOO_MANY_SUBSCRIPTIONS: "too_many_subscriptions",
 }
 
 #: A malformed subscriber id in ``ws/<id>``.

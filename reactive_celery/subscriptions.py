@@ -44,7 +44,7 @@ from .exceptions import (
     ViewMisconfigured,
 )
 from .options import ATTRIBUTE, ReactiveOptions
-from .protocol import CODE_ERRORS, STATUS_ERRORS, SUBSCRIBER_ID
+from .protocol import CODE_ERRORS, STATUS_ERRORS, SUBSCRIBER_ID, TOO_MANY_SUBSCRIPTIONS
 from .spec import OBSERVE_PARAM, ObserverSpec
 from .store import limits, locks, observers, schedule, subscribers
 from .tasks import enqueue_evaluation
@@ -229,7 +229,10 @@ def _admit(
         )
     if admission.refused == "subscriptions":
         held = reactive_settings.MAX_SUBSCRIPTIONS
-        raise Throttled(detail=f"A subscriber may hold {held} subscriptions; unsubscribe first.")
+        raise Throttled(
+            detail=f"A subscriber may hold {held} subscriptions; unsubscribe first.",
+            code=TOO_MANY_SUBSCRIPTIONS,
+        )
     assert admission.subscriber is not None  # admitted
     if not admission.owner_follows and not limits.allow_observer(user, address, oid):
         raise Throttled(

@@ -152,35 +152,19 @@ class BatchedConsumer(SubscriberSocket):
             or since < 0
         ):
             raise Refused("bad_message", "'observer' must be an observer id, 'version' >= 0.")
-        sid = self._own_id()
-        before = await call(subscribers.followed, sid)
-        held = len(before)
-        resuming_own = oid is not None and oid in before
-        if held >= reactive_settings.MAX_SUBSCRIPTIONS and not resuming_own:
-            raise Refused(
-                "too_many_subscriptions",
-                f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
-            )
+        # MAX_SUBSCRIPTIONS is the admission's (a resume of a held observer passes):
+        # refused as ``too_many_subscriptions`` through ``CODE_ERRORS``.
         # Not thread-sensitive: a subscribe waiting on a busy observer's lock
         # must not hold up every other socket (and auth) of this process.
         data = await database_sync_to_async(subscribe_url, thread_sensitive=False)(
             url,
-            sid,
+            self._own_id(),
             user,
             self._host(),
             self.scope.get("scheme") in ("wss", "https"),
             since,
             (self.scope.get("client") or ("",))[0] or "",
         )
-        grew = data["observer"] not in before
-        if resuming_own and grew and held >= reactive_settings.MAX_SUBSCRIPTIONS:
-            # The URL named a new observer after all: the limit applies to it.
-            await call(subscribers.unsubscribe, data["observer"], sid)
-            await self.leave(data["observer"])
-            raise Refused(
-                "too_many_subscriptions",
-                f"A socket may hold {reactive_settings.MAX_SUBSCRIPTIONS} subscriptions.",
-            )
         if self.outbox is not None:
             # Held until this answer is sent: diffs it already reflects are dropped.
             self.outbox.floor[data["observer"]] = data["version"]

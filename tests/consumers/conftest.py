@@ -36,7 +36,13 @@ class Socket(ApplicationCommunicator):
     module needs it), which this project does not install.
     """
 
-    def __init__(self, application: Any, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        application: Any,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        address: str | None = None,
+    ) -> None:
         path, _, query = path.partition("?")
         scope = {
             "type": "websocket",
@@ -45,6 +51,8 @@ class Socket(ApplicationCommunicator):
             "headers": headers,
             "subprotocols": [],
         }
+        if address is not None:  # as an ASGI server reports its peer
+            scope["client"] = (address, 50000)
         super().__init__(application, scope)
 
     async def connect(self, timeout: float = TIMEOUT) -> tuple[bool, int | None]:
@@ -90,17 +98,22 @@ class Sockets:
     def __init__(self) -> None:
         self.application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
-    def communicator(self, path: str, cookie: str | None = None) -> Socket:
-        """A socket as a browser on this site would open it; not yet connected."""
+    def communicator(
+        self, path: str, cookie: str | None = None, address: str | None = None
+    ) -> Socket:
+        """A socket as a browser on this site would open it (from ``address``, if
+        given); not yet connected."""
         headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
         if cookie:
             headers.append((b"cookie", cookie.encode()))
-        return Socket(self.application, path, headers)
+        return Socket(self.application, path, headers, address)
 
     @contextlib.asynccontextmanager
-    async def open(self, path: str, cookie: str | None = None) -> AsyncIterator[Socket]:
+    async def open(
+        self, path: str, cookie: str | None = None, address: str | None = None
+    ) -> AsyncIterator[Socket]:
         """Connect (the handshake must be accepted); disconnect when the block ends."""
-        communicator = self.communicator(path, cookie)
+        communicator = self.communicator(path, cookie, address)
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected, f"{path} refused the handshake"
         try:

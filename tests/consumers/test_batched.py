@@ -211,6 +211,27 @@ def test_frames_over_the_rate_are_refused_before_any_work(run, sockets):
         run(body)
 
 
+def test_a_subscribe_to_a_current_observer_makes_two_round_trips_to_the_store(
+    run, sockets, items, round_trips
+):
+    async def body():
+        # Two sockets of one signed-out visitor: its address owns the observer.
+        async with (
+            sockets.open(PATH, address="10.0.0.7") as first,
+            sockets.open(PATH, address="10.0.0.7") as second,
+        ):
+            held = await ask(first, {"type": "subscribe", "id": 1, "url": "/api/items/"})
+            await sync_to_async(locks.precise_table)(held["observer"])  # read once a process
+            before = round_trips()
+            answer = await ask(second, {"type": "subscribe", "id": 1, "url": "/api/items/"})
+            assert (answer["type"], answer["version"]) == ("subscribed", held["version"])
+            # Admission with the subscription itself, then the stored result for the
+            # answer; the subscription cap is the admission's, not a read of its own.
+            assert round_trips() - before == 2
+
+    run(body)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_socket_over_its_subscription_limit_is_refused_but_may_resume(
     run, sockets, items, store_redis
@@ -227,6 +248,10 @@ def test_a_socket_over_its_subscription_limit_is_refused_but_may_resume(
                 socket, {"type": "subscribe", "id": 3, "url": "/api/items/", **resume}
             )
             assert (again["type"], again["diffs"]) == ("subscribed", [])
+            assert subscribers.count(sid) == 1
+            # The same query without a resume: the observer it holds, so not over the cap.
+            same = await ask(socket, {"type": "subscribe", "id": 4, "url": "/api/items/"})
+            assert (same["type"], same["observer"]) == ("subscribed", held["observer"])
             assert subscribers.count(sid) == 1
 
     with reactive_settings(MAX_SUBSCRIPTIONS=1):
