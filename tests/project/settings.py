@@ -122,6 +122,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": float(os.environ.get("REACTIVE_TEST_VISIBILITY_TIMEOUT", "20")),
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
+    # A worker SIGKILLed while it restores holds kombu's restore mutex until this
+    # expires (300 s by default): no restore of any unacked task happens meanwhile.
+    "unacked_mutex_expire": 10,
 }
 
 # Short lifetimes so the fault tests see expiry and heartbeats quickly.
