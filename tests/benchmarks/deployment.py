@@ -328,7 +328,12 @@ class Deployment:
         # The role keeps the name "uvicorn" whichever server BENCH_ASGI_SERVER picks.
         pool = os.environ.get("BENCH_ASGI_POOL", "4") if self.database == "postgres" else "0"
         self._spawn(
-            "uvicorn", asgi_command(py, self.port), BENCH_CONN_MAX_AGE="0", BENCH_PG_POOL=pool
+            "uvicorn",
+            asgi_command(py, self.port),
+            BENCH_CONN_MAX_AGE="0",
+            BENCH_PG_POOL=pool,
+            # docs/deployment.md's collector thresholds for many sockets; "python": its own.
+            BENCH_ASGI_GC=os.environ.get("BENCH_ASGI_GC", "deployment"),
         )
         for role, command in worker_commands(
             py, self.worker, self.concurrency, f"bench-{self.port}"

@@ -27,6 +27,8 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
+from tests.benchmarks.load import freeze_heap  # noqa: E402  (shared with the suite's clients)
+
 #: The test project's settings for a benchmark's processes (a value already in
 #: the environment wins). Its own defaults are the fault tests': a heartbeat a
 #: second and a 10 s TTL, so 1,000 sockets cost 1,000 heartbeats a second (half
@@ -244,6 +246,7 @@ async def clients(port: int, sockets: int, barriers, out, session=None, progress
             progress[slot] = results["subscribed"]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), timeout=0.5)
+    freeze_heap()
     subscribed.release()
     await asyncio.to_thread(writing.wait)
     results["writing_since"] = time.monotonic()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import multiprocessing
@@ -239,6 +240,14 @@ class Writer:
         await asyncio.gather(*pending)
 
 
+def freeze_heap() -> None:
+    """Called by a load client once its sockets are subscribed: its own full garbage
+    collections then scan only what it allocates from there on. Unfrozen, a process
+    holding 250 sockets paused 130-200 ms in each, which showed as latency."""
+    gc.collect()
+    gc.freeze()
+
+
 #: Sockets per load-client process, and the most processes (the machine has few cores).
 SOCKETS_PER_PROCESS = 250
 MAX_PROCESSES = 8
@@ -328,6 +337,7 @@ async def _follow_part(
         pool.out.put(f"load client {slot}: {exc!r}"[:2000])
         pool.ready.release()
         return
+    freeze_heap()
     pool.ready.release()
     while not pool.stop.is_set():
         pool.fresh[slot] = sum(f.fresh for f in followers)

@@ -1,6 +1,12 @@
-"""ASGI application exactly as README.md shows it."""
+"""ASGI application exactly as README.md shows it, with the collector thresholds
+docs/deployment.md gives for a server of many sockets (``BENCH_ASGI_GC=python``:
+Python's own)."""
 
+import gc
 import os
+
+if os.environ.get("BENCH_ASGI_GC", "deployment") == "deployment":
+    gc.set_threshold(100_000, 20, 10)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchproject.settings")
 
