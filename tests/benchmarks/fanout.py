@@ -27,7 +27,7 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 
-from tests.benchmarks.load import freeze_heap  # noqa: E402  (shared with the suite's clients)
+from tests.benchmarks.heap import freeze_heap  # noqa: E402  (shared with the suite's clients)
 
 #: The test project's settings for a benchmark's processes (a value already in
 #: the environment wins). Its own defaults are the fault tests': a heartbeat a
