@@ -33,7 +33,7 @@ import json
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -168,11 +168,6 @@ def _unprobeable(spec: ObserverSpec, queryset: QuerySet[Any]) -> str:
     return ""
 
 
-def _load(oid: str) -> tuple[str | None, str | None, str | None]:
-    raw = client().hmget(keys.observer(oid), ["spec", "items", FIELD])
-    return cast(tuple[str | None, str | None, str | None], tuple(raw))
-
-
 def _user(spec: ObserverSpec) -> AbstractBaseUser | AnonymousUser:
     if spec.user is None or not spec.user:
         return AnonymousUser()
@@ -236,14 +231,11 @@ def affects(oid: str, touched: Collection[str], stored: observers.Observer | Non
 
 
 def _affects(oid: str, touched: Collection[str], stored: observers.Observer | None) -> bool:
+    stored = stored or observers.load(oid)
     if stored is None:
-        spec_json, items_json, known = _load(oid)
-        if spec_json is None:
-            return True  # gone: evaluate() finds out and does nothing
-        items = json.loads(items_json or "[]")
-    else:
-        spec_json, items, known = stored.spec, stored.items, stored.invalidation
-    spec = ObserverSpec.from_json(spec_json)
+        return True  # gone: evaluate() finds out and does nothing
+    spec = ObserverSpec.from_json(stored.spec)
+    known = stored.invalidation
     invalidation = Invalidation(**json.loads(known)) if known else None
     if invalidation is None:
         invalidation = classify(spec, build_view(spec, _user(spec)))
@@ -251,11 +243,11 @@ def _affects(oid: str, touched: Collection[str], stored: observers.Observer | No
     rows = _rows(touched, invalidation.table) if invalidation.precise else None
     if rows is None:
         return True
-    held = {str(item.get(spec.primary_key)) for item in items}
+    held = {str(item.get(spec.primary_key)) for item in stored.items}
     if rows & held:
         return True
     user = _user(spec)
-    found = probing.cached(oid, spec_json, user, lambda: probe_queryset(spec, user))
+    found = probing.cached(oid, stored.spec, user, lambda: probe_queryset(spec, user))
     if probing.run([(found, rows)]):
         return True
     pipe = client().pipeline(transaction=False)

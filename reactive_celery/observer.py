@@ -83,12 +83,9 @@ def refresh(oid: str, *, retry: bool, requeue: Requeue) -> None:
     try:
         while touched is not None:
             stored = observers.load(oid)
-            if stored is None:
-                logger.debug(
-                    "Observer %s is gone: nothing to evaluate", oid, extra={"observer": oid}
-                )
             # Unconcerned by every change taken with the lock: released as if evaluated.
-            elif invalidation.affects(oid, touched, stored):
+            # A gone observer goes to evaluate(), which says so and does nothing.
+            if stored is None or invalidation.affects(oid, touched, stored):
                 evaluate(oid, stored)
             else:
                 logger.debug("Observer %s unaffected by %s", oid, touched[:5])
